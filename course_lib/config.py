@@ -1,0 +1,83 @@
+"""Course-wide settings: the FAST switch, seeds, paths, and when to stay quiet.
+
+Lecture notebooks receive ``FAST`` as a papermill parameter; graded notebooks cannot
+(nbgrader runs them as they are), so they read the environment variable ``COURSE_FAST``.
+Both end up in :func:`fast_mode`.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Cache for downloaded data sets (CIFAR-10/100, SVHN). Override with ``COURSE_DATA``.
+DATA_DIR = Path(os.environ.get("COURSE_DATA", ROOT / "data"))
+#: Where the main job writes executed notebooks and HTML.
+BUILD_DIR = ROOT / "build"
+DEFAULT_SEED = 0
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_flag(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not understood: use 1 (on) or 0 (off).")
+
+
+def fast_mode(fast: bool | None = None) -> bool:
+    """Resolve the FAST switch.
+
+    An explicit ``fast`` wins; otherwise ``COURSE_FAST`` (``1``/``0``); otherwise FAST
+    exactly when no CUDA GPU is present (a laptop runs the small experiment, a GPU the real one).
+    """
+    if fast is not None:
+        return bool(fast)
+    env = _env_flag("COURSE_FAST")
+    if env is not None:
+        return env
+    return not torch.cuda.is_available()
+
+
+def in_ci() -> bool:
+    """True under continuous integration (the ``CI`` variable is set to a true value)."""
+    return bool(_env_flag("CI"))
+
+
+def show_progress(fast: bool | None = None) -> bool:
+    """Progress bars are drawn unless we are in CI, in FAST mode, or ``COURSE_QUIET=1``."""
+    if _env_flag("COURSE_QUIET") or in_ci():
+        return False
+    return not fast_mode(fast)
+
+
+def seed_everything(seed: int = DEFAULT_SEED) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a fresh CPU generator seeded with ``seed``."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(int(seed))
+
+
+def derive_seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integer parts, e.g. ``derive_seed(seed, shard, slice)``.
+
+    Independent of Python's hash randomisation and of the order in which streams are used,
+    so a random stream named by its parts can be re-created at any later time.
+    """
+    ss = np.random.SeedSequence([int(p) for p in parts])
+    hi, lo = (int(v) for v in ss.generate_state(2, dtype=np.uint32))
+    return ((hi << 32) | lo) & (2**63 - 1)
