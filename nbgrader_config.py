@@ -17,6 +17,7 @@ c.CourseDirectory.release_directory = "assignments"
 c.CourseDirectory.submitted_directory = os.path.join("build", "nbgrader", "submitted")
 c.CourseDirectory.autograded_directory = os.path.join("build", "nbgrader", "autograded")
 c.CourseDirectory.feedback_directory = os.path.join("build", "nbgrader", "feedback")
+os.makedirs(os.path.join(_root, "build", "nbgrader"), exist_ok=True)
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_root, "build", "nbgrader", "gradebook.db")
 
 # Graded notebooks train small models: allow far more than nbgrader's default 30 s per cell.

@@ -1,0 +1,172 @@
+"""Unlearning metrics, as defined in the sources (002, Appendix C.3; 003, A.3).
+
+* UA  (unlearning accuracy) = 100 - accuracy on the forget set.
+* RA  (remaining accuracy)  = accuracy on the retain set.
+* TA  (testing accuracy)    = accuracy on the test set (for class-wise forgetting, without
+  the forgotten classes: pass ``exclude_classes``).
+* MIA-Efficacy: an RBF SVC is fitted on one per-example feature of the model (the
+  confidence of the true class) with retain examples as members (1) and test examples as
+  non-members (0), equal counts; MIA-Efficacy is the share (%) of forget examples it labels
+  non-member. Higher means the forget set looks less "seen"; the target is the retrained
+  model's value, not 100% nor 50%.
+* MIA-Privacy: the same attack fitted on half of the test set and as many retain examples,
+  scored by its accuracy (%) on the other halves; lower means less leakage about the retain set.
+* RTE: run-time of the unlearning method in seconds.
+* Disparity average: mean |metric - metric of Retrain| over UA, MIA-Efficacy, RA and TA.
+
+All percentages are on a 0-100 scale.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as _data
+from .train import predict_logits
+
+#: Metrics compared with the retrained model in the disparity average.
+DISPARITY_METRICS = ("UA", "MIA-Efficacy", "RA", "TA")
+#: Hyper-parameters of the attack, as in the public code of the sparsity and saliency papers.
+SVC_PARAMS = dict(C=3, gamma="auto", kernel="rbf")
+
+
+def _as_numpy(a, name: str, ndim: int = 1) -> np.ndarray:
+    arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    return arr
+
+
+def accuracy(pred, y) -> float:
+    """Share (%) of ``pred`` ``[N]`` equal to ``y`` ``[N]``; ``pred`` may also be logits ``[N, C]``."""
+    p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    t = _as_numpy(y, "y")
+    if p.ndim == 2:
+        p = p.argmax(1)
+    if p.shape != t.shape:
+        raise ValueError(f"predictions {p.shape} and labels {t.shape} differ in shape")
+    return 100.0 * float(np.mean(p == t))
+
+
+def unlearning_accuracy(pred_forget, y_forget) -> float:
+    """UA = 100 - accuracy (%) on the forget set."""
+    return 100.0 - accuracy(pred_forget, y_forget)
+
+
+def confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of the true class: ``logits`` ``[N, C]``, ``y`` ``[N]`` -> ``[N]``."""
+    if logits.ndim != 2 or y.ndim != 1 or logits.shape[0] != y.shape[0]:
+        raise ValueError(f"need logits [N, C] and labels [N]; got {tuple(logits.shape)} and {tuple(y.shape)}")
+    return torch.softmax(logits.float(), dim=1).gather(1, y.long().view(-1, 1)).squeeze(1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the softmax output: ``[N, C]`` -> ``[N]``."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(1)
+
+
+def _balanced(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator):
+    n = min(len(members), len(nonmembers))
+    m = members[rng.choice(len(members), n, replace=False)] if len(members) > n else members
+    o = nonmembers[rng.choice(len(nonmembers), n, replace=False)] if len(nonmembers) > n else nonmembers
+    X = np.concatenate([m, o]).reshape(-1, 1)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    return X, y
+
+
+def _svc():
+    from sklearn.svm import SVC
+
+    return SVC(**SVC_PARAMS)
+
+
+def mia_efficacy(conf_retain, conf_test, conf_forget, seed: int = 0) -> float:
+    """MIA-Efficacy (%): fit the SVC on retain (member) vs test (non-member) features, equal
+    counts (the larger side subsampled with ``seed``), and return the share of forget
+    examples predicted non-member. Inputs are 1-D arrays of per-example features."""
+    r = _as_numpy(conf_retain, "conf_retain").astype(np.float64)
+    t = _as_numpy(conf_test, "conf_test").astype(np.float64)
+    f = _as_numpy(conf_forget, "conf_forget").astype(np.float64)
+    X, y = _balanced(r, t, np.random.default_rng(seed))
+    clf = _svc().fit(X, y)
+    return 100.0 * float(np.mean(clf.predict(f.reshape(-1, 1)) == 0))
+
+
+def mia_privacy(conf_retain, conf_test, seed: int = 0) -> float:
+    """MIA-Privacy (%): fit the SVC on half of the test set (non-members) and as many retain
+    examples (members); return its accuracy on the other test half and as many other retain
+    examples. 50% means the attack learns nothing about the retain set."""
+    r = _as_numpy(conf_retain, "conf_retain").astype(np.float64)
+    t = _as_numpy(conf_test, "conf_test").astype(np.float64)
+    if len(t) < 4 or len(r) < 4:
+        raise ValueError("MIA-Privacy needs at least 4 retain and 4 test examples")
+    rng = np.random.default_rng(seed)
+    t = t[rng.permutation(len(t))]
+    half = len(t) // 2
+    r = r[rng.permutation(len(r))]
+    n_fit = min(half, len(r) // 2)
+    X_fit, y_fit = _balanced(r[:n_fit], t[:half], rng)
+    X_ev, y_ev = _balanced(r[n_fit:], t[half:], rng)
+    clf = _svc().fit(X_fit, y_fit)
+    return 100.0 * float(np.mean(clf.predict(X_ev) == y_ev))
+
+
+def evaluate(model: nn.Module, data: _data.DataSplit, forget_idx: torch.Tensor, *,
+             seconds: float | None = None, exclude_classes: list[int] | None = None,
+             seed: int = 0) -> dict[str, float]:
+    """All metrics of one model as a row: UA, MIA-Efficacy, RA, TA, MIA-Privacy, RTE (s).
+
+    ``forget_idx`` indexes ``data.X_train``; the retain set is its complement. For class-wise
+    forgetting pass ``exclude_classes`` to leave those classes out of TA (as in source 002).
+    """
+    N = data.X_train.shape[0]
+    forget_idx = _data.check_indices(forget_idx, N)
+    retain_idx = _data.retain_indices(N, forget_idx)
+    logits_train = predict_logits(model, data.X_train)
+    logits_test = predict_logits(model, data.X_test)
+    y_tr, y_te = data.y_train, data.y_test
+    conf_train, conf_test = confidence(logits_train, y_tr), confidence(logits_test, y_te)
+    test_keep = torch.ones_like(y_te, dtype=torch.bool)
+    for c in exclude_classes or []:
+        test_keep &= y_te != c
+    if not test_keep.any():
+        raise ValueError("exclude_classes removes every test example")
+    row = {
+        "UA": unlearning_accuracy(logits_train[forget_idx], y_tr[forget_idx]),
+        "MIA-Efficacy": mia_efficacy(conf_train[retain_idx], conf_test, conf_train[forget_idx], seed),
+        "RA": accuracy(logits_train[retain_idx], y_tr[retain_idx]),
+        "TA": accuracy(logits_test[test_keep], y_te[test_keep]),
+        "MIA-Privacy": mia_privacy(conf_train[retain_idx], conf_test, seed),
+    }
+    row["RTE (s)"] = float("nan") if seconds is None else float(seconds)
+    return row
+
+
+def disparity_average(row: Mapping[str, float], reference: Mapping[str, float],
+                      metrics=DISPARITY_METRICS) -> float:
+    """Mean absolute gap to the reference (Retrain) row over ``metrics`` (percentage points)."""
+    missing = [m for m in metrics if m not in row or m not in reference]
+    if missing:
+        raise ValueError(f"rows lack the metrics {missing}")
+    return float(np.mean([abs(row[m] - reference[m]) for m in metrics]))
+
+
+def table(rows: Mapping[str, Mapping[str, float]], reference: str | None = "Retrain"):
+    """Rows ``{method: metrics}`` as a pandas DataFrame (one row per method), with a
+    ``Disparity avg`` column against ``reference`` when that row is present."""
+    import pandas as pd
+
+    if not rows:
+        raise ValueError("no rows to show")
+    df = pd.DataFrame.from_dict({k: dict(v) for k, v in rows.items()}, orient="index")
+    if reference is not None:
+        if reference not in rows:
+            raise ValueError(f"reference row {reference!r} not among {list(rows)}")
+        df["Disparity avg"] = [disparity_average(rows[k], rows[reference]) for k in df.index]
+    return df.round(2)
