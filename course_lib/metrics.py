@@ -39,6 +39,8 @@ def _as_numpy(a, name: str, ndim: int = 1) -> np.ndarray:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
     return arr
 
 
@@ -130,6 +132,9 @@ def evaluate(model: nn.Module, data: _data.DataSplit, forget_idx: torch.Tensor, 
     retain_idx = _data.retain_indices(N, forget_idx)
     logits_train = predict_logits(model, data.X_train)
     logits_test = predict_logits(model, data.X_test)
+    if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
+        raise ValueError("the model outputs NaN or infinite logits: the method diverged "
+                         "(try a smaller learning rate or fewer epochs)")
     y_tr, y_te = data.y_train, data.y_test
     conf_train, conf_test = confidence(logits_train, y_tr), confidence(logits_test, y_te)
     test_keep = torch.ones_like(y_te, dtype=torch.bool)

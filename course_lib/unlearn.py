@@ -122,14 +122,14 @@ def _reset(model: nn.Module, seed: int) -> nn.Module:
     return seeded(make, seed)
 
 
-@register("retrain", epochs=20, lr=0.05)
+@register("retrain", epochs=20, lr=0.05, augment=None)
 def _retrain(model, retain, forget, *, valid, seed, mask, **hp):
     fresh = _reset(model, config.derive_seed(seed, 0))
     fit(fresh, *retain, seed=seed, mask=mask, desc="retrain", **hp)
     return fresh
 
 
-@register("finetune", epochs=5, lr=0.02)
+@register("finetune", epochs=5, lr=0.02, augment=None)
 def _finetune(model, retain, forget, *, valid, seed, mask, **hp):
     fit(model, *retain, seed=seed, mask=mask, desc="finetune", **hp)
     return model
@@ -192,7 +192,7 @@ def _n_classes(model: nn.Module, X: torch.Tensor) -> int:
         return int(model(X[:1].to(model_device(model))).shape[1])
 
 
-@register("random_label", epochs=5, lr=0.02)
+@register("random_label", epochs=5, lr=0.02, augment=None)
 def _random_label(model, retain, forget, *, valid, seed, mask, **hp):
     y_rand = random_other_labels(forget[1], _n_classes(model, forget[0]), config.derive_seed(seed, 3))
     X = torch.cat([retain[0], forget[0]])
@@ -237,3 +237,42 @@ def _l1_sparse(model, retain, forget, *, valid, seed, gamma, l1_schedule, **hp):
 
     _sgd(model, Xr.shape[0], loss, seed=seed, desc="l1-sparse", **hp)
     return model
+
+
+def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str] | None = None, *,
+            hp: dict[str, dict] | None = None, exclude_classes: list[int] | None = None, seed: int = 0,
+            original: str | None = "Original"):
+    """Run several methods on one forget set and evaluate each (see :func:`metrics.evaluate`).
+
+    ``data``: a :class:`course_lib.data.DataSplit`; ``forget_idx`` indexes its training set;
+    ``hp`` maps a method name to its hyper-parameters. Returns ``(table, models)``: a
+    DataFrame with one row per method (named as given, the oracle as ``Retrain``, the model
+    before unlearning as ``original``) and the unlearned models by the same names.
+    """
+    from . import data as _data
+    from . import metrics
+    from .train import progress
+
+    methods = list(methods or available())
+    for m in methods:
+        _resolve(m)
+    hp = hp or {}
+    unknown = sorted(set(hp) - set(methods))
+    if unknown:
+        raise ValueError(f"hyper-parameters given for {unknown}, which are not among the methods {methods}")
+    N = data.X_train.shape[0]
+    forget_idx = _data.check_indices(forget_idx, N)
+    retain_idx = _data.retain_indices(N, forget_idx)
+    retain = (data.X_train[retain_idx], data.y_train[retain_idx])
+    forget = (data.X_train[forget_idx], data.y_train[forget_idx])
+    rows, models = {}, {}
+    if original:
+        rows[original] = metrics.evaluate(model, data, forget_idx, exclude_classes=exclude_classes, seed=seed)
+        models[original] = model
+    for m in progress(methods, desc="methods", total=len(methods)):
+        res = unlearn(m, model, retain, forget, seed=seed, **hp.get(m, {}))
+        name = "Retrain" if _resolve(m) == "retrain" else m
+        rows[name] = metrics.evaluate(res.model, data, forget_idx, seconds=res.seconds,
+                                      exclude_classes=exclude_classes, seed=seed)
+        models[name] = res.model
+    return metrics.table(rows, reference="Retrain" if "Retrain" in rows else None), models
