@@ -45,8 +45,8 @@ def assert_close(actual, expected, name: str = "result", atol: float = 1e-6, rto
         raise AssertionError(f"{name} contains NaN or infinite values. {hint}".strip())
     if not np.allclose(a, e, atol=atol, rtol=rtol):
         i = np.unravel_index(np.argmax(np.abs(a - e)), a.shape) if a.ndim else ()
-        raise AssertionError(f"{name} is off: at index {tuple(int(j) for j in i)} you give {a[i]!r}, "
-                             f"expected {e[i]!r} (tolerance {atol}). {hint}".strip())
+        raise AssertionError(f"{name} is off: at index {tuple(int(j) for j in i)} you give {float(a[i]):.6g}, "
+                             f"expected {float(e[i]):.6g} (tolerance {atol}). {hint}".strip())
 
 
 # ----------------------------------------------------------------- the nbgrader round trip

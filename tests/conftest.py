@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests always run in FAST mode and quietly, whatever the machine."""
+import os
+
+os.environ["COURSE_FAST"] = "1"
+os.environ.setdefault("COURSE_QUIET", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from course_lib import data, models, train  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return data.load("digits")
+
+
+@pytest.fixture(scope="session")
+def trained(digits):
+    """A small CNN trained on all digits (about 1.5 s)."""
+    m = models.seeded(lambda: models.make_model("small_cnn", 10, digits.input_shape), 0)
+    train.fit(m, digits.X_train, digits.y_train, epochs=10, lr=0.05, seed=0)
+    return m
+
+
+def params_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,0 +1,74 @@
+import contextlib
+
+import pytest
+import torch
+
+from course_lib import config, device
+
+
+def test_fast_mode_precedence(monkeypatch):
+    """An explicit value wins, then COURSE_FAST, then 'no GPU means FAST'."""
+    monkeypatch.setenv("COURSE_FAST", "0")
+    assert config.fast_mode(True) is True
+    assert config.fast_mode() is False
+    monkeypatch.setenv("COURSE_FAST", "yes")
+    assert config.fast_mode() is True
+    assert config.fast_mode(False) is False
+    monkeypatch.delenv("COURSE_FAST")
+    assert config.fast_mode() is (not torch.cuda.is_available())
+
+
+def test_fast_mode_rejects_garbage(monkeypatch):
+    """An unreadable COURSE_FAST is an error that names the variable."""
+    monkeypatch.setenv("COURSE_FAST", "maybe")
+    with pytest.raises(ValueError, match="COURSE_FAST"):
+        config.fast_mode()
+
+
+def test_progress_quiet_in_ci(monkeypatch):
+    """Progress bars are off under CI and in FAST mode, on in full mode elsewhere."""
+    monkeypatch.delenv("COURSE_QUIET", raising=False)
+    monkeypatch.setenv("CI", "true")
+    assert not config.show_progress(fast=False)
+    monkeypatch.setenv("CI", "0")
+    assert config.show_progress(fast=False)
+    assert not config.show_progress(fast=True)
+
+
+def test_derive_seed_deterministic_and_distinct():
+    """Seeds derived from parts are reproducible, distinct and in range."""
+    a = config.derive_seed(0, 1, 2)
+    assert a == config.derive_seed(0, 1, 2)
+    seeds = {config.derive_seed(0, s, r) for s in range(20) for r in range(5)}
+    assert len(seeds) == 100
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert config.derive_seed(0, 1, 2) != config.derive_seed(0, 2, 1)
+
+
+def test_seed_everything():
+    """Same seed, same draws; negative seeds are refused."""
+    config.seed_everything(3)
+    a = torch.rand(4)
+    config.seed_everything(3)
+    assert torch.equal(a, torch.rand(4))
+    with pytest.raises(ValueError, match="seed"):
+        config.seed_everything(-1)
+
+
+def test_device_choice_and_banner():
+    """CPU is always available; asking for a missing CUDA is a clear error; the banner says it all."""
+    assert device.get_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            device.get_device("cuda")
+        assert device.get_device().type in ("cpu", "mps")
+    line = device.banner(torch.device("cpu"), seed=7, fast=True)
+    assert "cpu" in line and "seed 7" in line and "FAST" in line and torch.__version__ in line
+    assert "\n" not in line
+
+
+def test_autocast_and_place_on_cpu():
+    """On the CPU autocast is a no-op and place keeps the memory format."""
+    assert isinstance(device.autocast(torch.device("cpu")), contextlib.nullcontext)
+    m = device.place(torch.nn.Conv2d(1, 2, 3), torch.device("cpu"))
+    assert m.weight.device.type == "cpu" and m.weight.is_contiguous()

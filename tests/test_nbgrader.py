@@ -1,0 +1,86 @@
+"""The nbgrader round trip of every graded assignment:
+the committed release is current, the solution scores full marks, the blank release scores zero,
+and the release holds no solution code and no hidden test."""
+import json
+from pathlib import Path
+
+import pytest
+
+from course_lib import grading
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = grading.assignments(ROOT)
+
+
+def _cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+
+
+def _between(src: str, begin: str, end: str) -> list[str]:
+    out, inside = [], False
+    for line in src.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside and len(line.strip()) > 8:
+            out.append(line.strip())
+    return out
+
+
+def test_every_solution_has_a_release():
+    """Each solutions/<a> has assignments/<a> and the other way round."""
+    rel = sorted(p.name for p in (ROOT / "assignments").iterdir() if p.is_dir())
+    assert NAMES and rel == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_release_holds_no_solution_or_hidden_test(name):
+    """No marker, no solution line and no hidden-test line reaches the student copy."""
+    src = "\n".join(_cells(next((ROOT / "solutions" / name).glob("*.ipynb"))))
+    release = "\n".join(_cells(next((ROOT / "assignments" / name).glob("*.ipynb"))))
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in release
+    secret = _between(src, "BEGIN SOLUTION", "END SOLUTION") + _between(src, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+    assert secret, "the source should contain solutions and hidden tests"
+    secret_set = set(secret)
+    public_in_source = set()
+    for cell in _cells(next((ROOT / "solutions" / name).glob("*.ipynb"))):
+        inside = False
+        for line in cell.splitlines():
+            if "BEGIN SOLUTION" in line or "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END SOLUTION" in line or "END HIDDEN TESTS" in line:
+                inside = False
+            elif not inside:
+                public_in_source.add(line.strip())
+    public = set(ln.strip() for ln in release.splitlines())
+    leaked = [ln for ln in secret_set if ln in public and ln not in public_in_source]
+    assert not leaked, f"lines of the solution or hidden tests appear in the release: {leaked[:3]}"
+
+
+@pytest.mark.nbgrader
+@pytest.mark.parametrize("name", NAMES)
+def test_release_is_current(name):
+    """Regenerating assignments/ from solutions/ changes nothing."""
+    assert grading.release_is_current(name, ROOT) == []
+
+
+@pytest.mark.nbgrader
+@pytest.mark.parametrize("name", NAMES)
+def test_validate_passes_on_solution(name):
+    """`nbgrader validate` accepts the instructor's solution."""
+    sol = next((ROOT / "solutions" / name).glob("*.ipynb"))
+    proc = grading._nbgrader(["validate", str(sol)], ROOT)
+    assert "Success! Your notebook passes all the tests." in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.nbgrader
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_full_marks_blank_zero(name):
+    """Autograding: the solution gets every point, the untouched student copy none."""
+    reports = grading.check_round_trip(name, ROOT)
+    sol, blank = reports["solution"], reports["blank"]
+    assert sol.max_score > 0
+    assert sol.score == sol.max_score, f"solution scored {sol.score}/{sol.max_score}"
+    assert blank.score == 0, f"the blank release scored {blank.score}/{blank.max_score}: some test needs no student code"

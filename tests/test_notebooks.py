@@ -1,0 +1,60 @@
+"""Every notebook executes under papermill in FAST mode (papermill stops at the first error),
+and the committed notebooks are clean (no outputs; lecture notebooks have a parameters cell)."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LECTURES = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "solutions").glob("*/*.ipynb"))
+RELEASES = sorted((ROOT / "assignments").glob("*/*.ipynb"))
+ALL = LECTURES + SOLUTIONS + RELEASES
+
+
+def _id(p: Path) -> str:
+    return p.relative_to(ROOT).as_posix()
+
+
+def test_there_are_notebooks():
+    """The course has lecture notebooks and graded notebooks."""
+    assert LECTURES and SOLUTIONS
+
+
+@pytest.mark.parametrize("path", ALL, ids=_id)
+def test_committed_without_outputs(path):
+    """Notebooks are committed without outputs or execution counts."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"cells {dirty} of {_id(path)} have outputs: clear them before committing"
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=_id)
+def test_lecture_has_parameters_cell(path):
+    """The first code cell is tagged 'parameters' and defines FAST and SEED."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert "parameters" in first.get("metadata", {}).get("tags", []), "first code cell must be tagged 'parameters'"
+    src = "".join(first["source"])
+    assert "FAST" in src and "SEED" in src
+    text = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "## Summary" in text and "## Exercises" in text
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", LECTURES + SOLUTIONS, ids=_id)
+def test_executes_in_fast_mode(path, tmp_path, monkeypatch):
+    """papermill runs the notebook top to bottom in FAST mode, well under a minute of compute."""
+    import papermill as pm
+
+    monkeypatch.setenv("COURSE_FAST", "1")
+    params = {"FAST": True} if path in LECTURES else {}
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(path), str(tmp_path / path.name), parameters=params, cwd=str(path.parent),
+                        progress_bar=False, kernel_name="python3")
+    seconds = time.perf_counter() - t0
+    print(f"{_id(path)}: {seconds:.1f} s")
+    limit = float(os.environ.get("COURSE_NOTEBOOK_LIMIT_S", "600"))  # generous: CI machines are shared
+    assert seconds < limit
