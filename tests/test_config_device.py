@@ -72,3 +72,15 @@ def test_autocast_and_place_on_cpu():
     assert isinstance(device.autocast(torch.device("cpu")), contextlib.nullcontext)
     m = device.place(torch.nn.Conv2d(1, 2, 3), torch.device("cpu"))
     assert m.weight.device.type == "cpu" and m.weight.is_contiguous()
+
+
+def test_setup_prints_banner_and_seeds(capsys):
+    """setup() seeds the global stream, returns the device and prints one banner line."""
+    dev = device.setup(11, device="cpu", fast=True)
+    a = torch.rand(3)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert dev.type == "cpu" and len(out) == 1 and "seed 11" in out[0] and "FAST mode" in out[0]
+    device.setup(11, device="cpu", verbose=False)
+    assert torch.equal(a, torch.rand(3))
+    assert capsys.readouterr().out == ""
+    assert torch.are_deterministic_algorithms_enabled()

@@ -99,3 +99,16 @@ def test_stopwatch_measures():
     with train.Stopwatch() as sw:
         time.sleep(0.02)
     assert 0.015 < sw.seconds < 1
+
+
+def test_sgd_steps_custom_loss_by_hand():
+    """One parameter, loss w**2, plain SGD with a constant rate: w <- w (1 - 2 lr) per step."""
+    w = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        w.weight.fill_(1.0)
+    log = train.sgd_steps(w, 4, lambda idx: (w.weight ** 2).sum(), epochs=2, batch_size=2, lr=0.1,
+                          momentum=0.0, weight_decay=0.0, schedule="constant")
+    assert log.steps == 4
+    assert w.weight.item() == pytest.approx(0.8 ** 4)
+    empty = train.sgd_steps(w, 4, lambda idx: (w.weight ** 2).sum(), epochs=0, batch_size=2, lr=0.1)
+    assert empty.steps == 0 and empty.losses == []
