@@ -36,14 +36,28 @@ def _env_flag(name: str) -> bool | None:
     raise ValueError(f"{name}={raw!r} is not understood: use 1 (on) or 0 (off).")
 
 
+_session_fast: bool | None = None
+
+
+def set_fast(fast: bool | None) -> None:
+    """Remember the notebook's FAST switch for this Python session (``device.setup`` calls it),
+    so that library code asking :func:`fast_mode` without an argument (progress bars, for
+    instance) agrees with the notebook's parameter. ``None`` forgets it."""
+    global _session_fast
+    _session_fast = None if fast is None else bool(fast)
+
+
 def fast_mode(fast: bool | None = None) -> bool:
     """Resolve the FAST switch.
 
-    An explicit ``fast`` wins; otherwise ``COURSE_FAST`` (``1``/``0``); otherwise FAST
-    exactly when no CUDA GPU is present (a laptop runs the small experiment, a GPU the real one).
+    An explicit ``fast`` wins; then the value a notebook gave :func:`set_fast` (through
+    ``device.setup(fast=...)``); then ``COURSE_FAST`` (``1``/``0``); otherwise FAST exactly when
+    no CUDA GPU is present (a laptop runs the small experiment, a GPU the real one).
     """
     if fast is not None:
         return bool(fast)
+    if _session_fast is not None:
+        return _session_fast
     env = _env_flag("COURSE_FAST")
     if env is not None:
         return env

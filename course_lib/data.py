@@ -249,20 +249,33 @@ def forget_random(y: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tens
     return torch.sort(torch.randperm(y.numel(), generator=g)[:k]).values
 
 
-def forget_class(y: torch.Tensor, cls: int | list[int]) -> torch.Tensor:
-    """Every training row of the given class (or classes)."""
-    y = _check_labels(y)
-    classes = [cls] if isinstance(cls, (int, np.integer)) else list(cls)
+def _check_classes(y: torch.Tensor, cls) -> list[int]:
+    """The classes to forget as a list of distinct ints present in ``y``; ValueError otherwise."""
+    if isinstance(cls, torch.Tensor):
+        cls = cls.tolist()
+    if isinstance(cls, np.ndarray):
+        cls = cls.tolist()
+    classes = [cls] if isinstance(cls, (int, np.integer, float, bool)) else list(cls)
     if not classes:
         raise ValueError("give at least one class to forget")
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
+    if bad:
+        raise ValueError(f"classes must be integer labels, got {bad}")
+    classes = [int(c) for c in classes]
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes {classes} name a class twice: give each class once")
     present = set(torch.unique(y).tolist())
     unknown = [c for c in classes if c not in present]
     if unknown:
         raise ValueError(f"unknown class {unknown}: the labels hold {sorted(present)}")
-    mask = torch.zeros_like(y, dtype=torch.bool)
-    for c in classes:
-        mask |= y == c
-    return torch.nonzero(mask).flatten()
+    return classes
+
+
+def forget_class(y: torch.Tensor, cls: int | list[int]) -> torch.Tensor:
+    """Every training row of the given class (or classes): sorted int64 ``[k]``."""
+    y = _check_labels(y)
+    classes = _check_classes(y, cls)
+    return torch.nonzero(torch.isin(y, torch.tensor(classes, dtype=y.dtype))).flatten()
 
 
 def forget_noniid(y: torch.Tensor, classes: list[int], fraction: float, seed: int = 0) -> torch.Tensor:
@@ -270,11 +283,11 @@ def forget_noniid(y: torch.Tensor, classes: list[int], fraction: float, seed: in
     the chosen ``classes``, drawn uniformly within each class."""
     y = _check_labels(y)
     fraction = _check_fraction(fraction)
-    members = forget_class(y, classes)  # validates the classes
+    classes = _check_classes(y, classes)
     g = torch.Generator().manual_seed(seed)
     picked = []
-    for c in (classes if not isinstance(classes, (int, np.integer)) else [classes]):
-        rows = members[y[members] == c]
+    for c in classes:
+        rows = torch.nonzero(y == c).flatten()
         k = int(round(fraction * rows.numel()))
         if k == 0:
             raise ValueError(f"fraction {fraction} of the {rows.numel()} rows of class {c} selects no example")

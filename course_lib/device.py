@@ -37,6 +37,8 @@ def setup(seed: int = config.DEFAULT_SEED, device: str | None = None, fast: bool
     Call once at the top of a notebook: ``device = setup(SEED, fast=FAST)``.
     """
     config.seed_everything(seed)
+    if fast is not None:
+        config.set_fast(fast)  # progress bars and other defaults follow the notebook's FAST
     dev = get_device(device)
     if dev.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -8,7 +8,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from course_lib import data, models, train  # noqa: E402
+from course_lib import config, data, models, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _forget_session_fast():
+    """device.setup(fast=...) remembers FAST for the session; no test leaks it to the next."""
+    yield
+    config.set_fast(None)
 
 
 @pytest.fixture(scope="session")

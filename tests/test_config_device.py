@@ -35,6 +35,19 @@ def test_progress_quiet_in_ci(monkeypatch):
     assert not config.show_progress(fast=True)
 
 
+def test_setup_fast_drives_the_progress_bars(monkeypatch):
+    """device.setup(fast=...) is what a notebook says; progress bars follow it, not COURSE_FAST."""
+    monkeypatch.delenv("COURSE_QUIET", raising=False)
+    monkeypatch.setenv("CI", "0")
+    monkeypatch.setenv("COURSE_FAST", "1")
+    device.setup(0, device="cpu", fast=False, verbose=False)
+    assert config.fast_mode() is False and config.show_progress()
+    device.setup(0, device="cpu", fast=True, verbose=False)
+    assert config.fast_mode() is True and not config.show_progress()
+    config.set_fast(None)
+    assert config.fast_mode() is True  # back to COURSE_FAST
+
+
 def test_derive_seed_deterministic_and_distinct():
     """Seeds derived from parts are reproducible, distinct and in range."""
     a = config.derive_seed(0, 1, 2)

@@ -178,6 +178,32 @@ def test_forget_noniid(digits):
         data.forget_noniid(digits.y_train, [2], 1.0)
 
 
+@pytest.mark.parametrize("builder", ["class", "noniid"])
+@pytest.mark.parametrize("bad,msg", [([1, 1], "twice"), (1.0, "integer"), ([1.5], "integer"),
+                                     ([True], "integer"), ([], "at least one class"), ([10], "unknown class")])
+def test_forget_builders_refuse_bad_classes(builder, bad, msg):
+    """Repeated, non-integer, empty and unknown class lists raise ValueError (never a duplicate index)."""
+    y = torch.arange(10).repeat(3)
+    with pytest.raises(ValueError, match=msg):
+        data.forget_class(y, bad) if builder == "class" else data.forget_noniid(y, bad, 0.5)
+
+
+def test_forget_builders_take_tensor_and_numpy_classes():
+    """Classes given as a tensor or an array mean the same as a list."""
+    y = torch.arange(10).repeat(3)
+    assert torch.equal(data.forget_class(y, torch.tensor([2, 4])), data.forget_class(y, [2, 4]))
+    assert torch.equal(data.forget_class(y, torch.tensor(2)), data.forget_class(y, 2))
+    assert torch.equal(data.forget_noniid(y, np.array([2, 4]), 0.5), data.forget_noniid(y, [2, 4], 0.5))
+    f = data.forget_noniid(y, [2, 4], 0.5)
+    assert torch.unique(f).numel() == f.numel() == 4
+
+
+def test_forget_noniid_fraction_too_small():
+    """A fraction that picks nobody from a chosen class is an error naming the class."""
+    with pytest.raises(ValueError, match="class 3 selects no example"):
+        data.forget_noniid(torch.arange(10).repeat(3), [3], 0.1)
+
+
 def test_retain_is_the_complement():
     """Retain and forget partition range(n)."""
     f = torch.tensor([7, 0, 3])

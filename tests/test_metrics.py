@@ -41,18 +41,36 @@ def test_mia_efficacy_separable_cases():
     assert metrics.mia_efficacy(r, t, half) == 25.0
 
 
-def test_mia_efficacy_balances_the_classes():
-    """With 1000 members and 10 non-members, an unbalanced SVC would call everything a member;
-    the balanced attack still finds the boundary between the two confidence ranges."""
+def test_mia_efficacy_balances_the_classes(monkeypatch):
+    """The SVC is fitted on equally many members (label 1) and non-members (label 0), the larger
+    side subsampled without repetition, and the subsample depends on the seed."""
+    from sklearn.svm import SVC
+
+    seen = []
+    fit = SVC.fit
+
+    def spy(self, X, y, *a, **kw):
+        seen.append((np.asarray(X).ravel().copy(), np.asarray(y).copy()))
+        return fit(self, X, y, *a, **kw)
+
+    monkeypatch.setattr(SVC, "fit", spy)
     rng = np.random.default_rng(1)
-    r = rng.uniform(0.55, 1.0, 1000)
-    t = rng.uniform(0.0, 0.45, 10)
+    r, t = rng.uniform(0.55, 1.0, 1000), rng.uniform(0.0, 0.45, 10)
     assert metrics.mia_efficacy(r, t, np.full(20, 0.3)) == 100.0
-    # equal counts: the result depends on which members were subsampled, i.e. on the seed
-    r2 = rng.beta(2, 1, 500)
-    t2 = rng.beta(1, 1, 50)
-    vals = {metrics.mia_efficacy(r2, t2, rng.beta(1.5, 1, 200), seed=s) for s in range(6)}
-    assert len(vals) > 1
+    X, y = seen[-1]
+    assert y.tolist() == [1] * 10 + [0] * 10, "10 members then 10 non-members"
+    assert set(X[:10]) <= set(r) and len(set(X[:10])) == 10 and sorted(X[10:]) == sorted(t)
+    metrics.mia_efficacy(t, r, np.full(3, 0.3))  # now the non-members are the larger side
+    X, y = seen[-1]
+    assert (y == 1).sum() == (y == 0).sum() == 10 and set(X[10:]) <= set(r)
+    metrics.mia_efficacy(r, t, np.full(3, 0.3), seed=5)
+    assert set(seen[-1][0][:10]) != set(seen[0][0][:10]), "another seed, another subsample"
+
+
+def test_mia_efficacy_hand_computed():
+    """Members at 1, non-members at 0: forget examples at 0 are non-members, at 1 members."""
+    assert metrics.mia_efficacy(np.ones(20), np.zeros(20), [0.0, 0.0, 1.0, 1.0]) == 50.0
+    assert metrics.mia_efficacy(np.ones(20), np.zeros(20), [0.1, 0.0, 0.05]) == 100.0
 
 
 def test_mia_inputs_validated():
@@ -123,6 +141,23 @@ def test_evaluate_on_trained_model(digits, trained):
     row = metrics.evaluate(trained, digits, f)
     assert row["UA"] < 3 and row["RA"] > 97 and row["TA"] > 93
     assert 0 <= row["MIA-Efficacy"] <= 100
+
+
+def test_evaluate_feeds_the_attacks_the_right_sets(digits, trained, monkeypatch):
+    """MIA-Efficacy gets (retain, test, forget) confidences and MIA-Privacy (retain, test), in that order."""
+    calls = {}
+    monkeypatch.setattr(metrics, "mia_efficacy", lambda *a, **k: calls.setdefault("eff", a) and 1.0)
+    monkeypatch.setattr(metrics, "mia_privacy", lambda *a, **k: calls.setdefault("priv", a) and 2.0)
+    f = data.forget_random(digits.y_train, 0.1)
+    r = data.retain_indices(len(digits.y_train), f)
+    row = metrics.evaluate(trained, digits, f)
+    assert row["MIA-Efficacy"] == 1.0 and row["MIA-Privacy"] == 2.0
+    conf_tr = metrics.confidence(metrics.predict_logits(trained, digits.X_train), digits.y_train)
+    conf_te = metrics.confidence(metrics.predict_logits(trained, digits.X_test), digits.y_test)
+    for got, want in zip(calls["eff"], (conf_tr[r], conf_te, conf_tr[f])):
+        assert torch.equal(got, want)
+    for got, want in zip(calls["priv"], (conf_tr[r], conf_te)):
+        assert torch.equal(got, want)
 
 
 def test_evaluate_refuses_diverged_models(digits):
