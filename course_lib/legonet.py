@@ -35,7 +35,6 @@ cannot move it.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import math
@@ -50,6 +49,7 @@ from torch.nn import functional as F
 
 from . import config, models, train
 from .sisa import NotFittedError  # sklearn's NotFittedError that is also a RuntimeError
+from .sisa import _check_ids, _check_int, _one_thread  # shared validation and the one-thread context
 
 Params = dict[str, torch.Tensor]
 MakeAdapter = Callable[[int, int], nn.Module]
@@ -112,20 +112,14 @@ def pretrain_encoder(X_public: torch.Tensor, y_public: torch.Tensor, n_classes: 
     return encoder
 
 
-def imagenet_encoder(arch: str = "resnet34", input_size: int | None = 224,
-                     weights: str = "DEFAULT") -> FrozenEncoder:
-    """The source's encoder: a torchvision ResNet pre-trained on ImageNet, head removed, frozen.
-
-    Inputs ``[N, 3, H, W]`` are resized to ``input_size`` (None: kept) and mapped to
-    ``[N, 512]`` (ResNet-18/34) or ``[N, 2048]`` (ResNet-50). The weights come from torch's hub
-    cache or are downloaded; if neither works, :class:`EncoderUnavailableError` says what to do.
-    """
+def _imagenet_resnet(arch: str, weights: str) -> nn.Module:
+    """A torchvision ResNet with ImageNet weights, or :class:`EncoderUnavailableError` saying what to do."""
     import torchvision
 
     if not arch.startswith("resnet"):
         raise ValueError(f"arch must be a torchvision ResNet such as 'resnet18' or 'resnet34', got {arch!r}")
     try:
-        net = torchvision.models.get_model(arch, weights=weights)
+        return torchvision.models.get_model(arch, weights=weights)
     except Exception as exc:  # URLError, socket errors, hash mismatch, unknown weights name
         raise EncoderUnavailableError(
             f"could not load the ImageNet weights of torchvision's {arch} ({type(exc).__name__}: {exc}). "
@@ -134,11 +128,39 @@ def imagenet_encoder(arch: str = "resnet34", input_size: int | None = 224,
             f"torch's hub cache ($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints), "
             f"which you can copy to this machine. Offline, pre-train the encoder on a public pool "
             f"instead: pretrain_encoder(X_public, y_public) with data.holdout(...).") from exc
+
+
+def _resized(net: nn.Module, input_size: int | None) -> nn.Module:
+    if input_size is None:
+        return net
+    return nn.Sequential(nn.Upsample(size=(input_size, input_size), mode="bilinear", align_corners=False), net)
+
+
+def imagenet_encoder(arch: str = "resnet34", input_size: int | None = 224,
+                     weights: str = "DEFAULT") -> FrozenEncoder:
+    """The source's encoder: a torchvision ResNet pre-trained on ImageNet, head removed, frozen.
+
+    Inputs ``[N, 3, H, W]`` are resized to ``input_size`` (None: kept) and mapped to
+    ``[N, 512]`` (ResNet-18/34) or ``[N, 2048]`` (ResNet-50). The weights come from torch's hub
+    cache or are downloaded; if neither works, :class:`EncoderUnavailableError` says what to do.
+    """
+    net = _imagenet_resnet(arch, weights)
     feature_dim = net.fc.in_features
     net.fc = nn.Identity()
-    body: nn.Module = net if input_size is None else nn.Sequential(
-        nn.Upsample(size=(input_size, input_size), mode="bilinear", align_corners=False), net)
-    return FrozenEncoder(body, feature_dim, use_features=False)
+    return FrozenEncoder(_resized(net, input_size), feature_dim, use_features=False)
+
+
+def imagenet_network(n_classes: int, arch: str = "resnet34", input_size: int | None = 224,
+                     weights: str = "DEFAULT") -> nn.Module:
+    """The source's baselines' network: the same ImageNet ResNet, trainable, with a fresh
+    ``Linear(feature_dim, n_classes)`` head (initialised from the global random stream, so call it
+    under :func:`course_lib.models.seeded`). Maps ``[N, 3, H, W]`` to logits ``[N, n_classes]``.
+    RNC and SISA fine-tune it end to end, while LegoNet freezes its body (:func:`imagenet_encoder`)."""
+    if not (isinstance(n_classes, int) and n_classes >= 2):
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    net = _imagenet_resnet(arch, weights)
+    net.fc = nn.Linear(net.fc.in_features, n_classes)
+    return _resized(net, input_size)
 
 
 @torch.no_grad()
@@ -292,22 +314,6 @@ class _LinearBank(_Bank):
     def chunk_rows(self, params: Params, k: int) -> int:
         n, C, _ = params["weight"].shape
         return max(1, min(4096, 2**22 // (n * C)))
-
-
-@contextlib.contextmanager
-def _one_thread(device: torch.device):
-    """Adapter maths on the CPU runs single-threaded: the tensors are tiny, so extra threads only
-    add synchronisation (5-10x slower on a busy 2-core machine), and the bits of the result
-    then do not depend on the machine's core count."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _zeros_like(module: nn.Module) -> nn.Module:
@@ -600,6 +606,16 @@ class LegoNet:
                 raise ValueError(f"ids {ids[~present][:5].tolist()} are not in the training set (unknown or "
                                  f"already unlearned); nothing was changed")
             pos = torch.searchsorted(self.ids_, ids)
+            keep = ~torch.isin(self.ids_, ids)
+            if not keep.any():
+                raise ValueError("this request would remove every remaining row; nothing would be left to "
+                                 "train on (nothing was changed)")
+            left = self._y[keep.to(self.device)]
+            if self.n_classes is None and int(left.max()) + 1 != self.n_classes_:
+                raise ValueError(f"this request removes every row of class {self.n_classes_ - 1}, the largest "
+                                 f"label: a refit on the rest would have fewer outputs, so no unlearning could "
+                                 f"equal it. Construct the model with n_classes={self.n_classes_} (nothing was "
+                                 f"changed)")
             act = nearest_keys(self._E[pos.to(self.device)], self.keys_, self.k).cpu()   # Algorithm 1, line 1-2
             affected = torch.unique(act).tolist()
             for j in affected:
@@ -607,7 +623,6 @@ class LegoNet:
                 if int(gone.sum()) != int((act == j).any(1).sum()):
                     raise RuntimeError(f"internal error: the records of adapter {j} disagree with its activation")
                 self.members_[j] = self.members_[j][~gone]
-            keep = ~torch.isin(self.ids_, ids)
             self.ids_ = self.ids_[keep]
             self._E, self._y = self._E[keep.to(self.device)], self._y[keep.to(self.device)]
             self._params = {n: p.clone() for n, p in self.params_.items()}  # earlier views stay valid
@@ -707,29 +722,3 @@ def _zero_arg(make_adapter: Callable, d: int, C: int) -> Callable[[], nn.Module]
         return make_adapter
     except ValueError:  # no signature available (some builtins): assume (d, C)
         return lambda: make_adapter(d, C)
-
-
-def _check_int(v, name: str, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-
-def _check_ids(ids, N: int | None, what: str = "ids") -> torch.Tensor:
-    """Unique integer ids as an int64 tensor; ``None`` gives ``arange(N)``."""
-    if ids is None:
-        if N is None:
-            raise ValueError(f"{what} must be given")
-        return torch.arange(N)
-    t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
-    if t.ndim != 1 or t.numel() == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D list of integers, got shape {tuple(t.shape)}")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{what} must be integers, got dtype {t.dtype}")
-    t = t.long().cpu()
-    if N is not None and t.numel() != N:
-        raise ValueError(f"{what} must have one id per row: {t.numel()} ids for {N} rows")
-    s = torch.sort(t).values
-    dup = s[1:][s[1:] == s[:-1]]
-    if dup.numel():
-        raise ValueError(f"{what} has duplicates: {torch.unique(dup)[:5].tolist()}")
-    return t

@@ -26,7 +26,9 @@ function of the seed, the shard and slice numbers and the *set of ids* in the sh
   fixed table/callable ``shard_of(id)`` (distribution-aware sharding);
 * random streams are named with :func:`course_lib.config.derive_seed`: initial weights
   ``derive_seed(seed, 1, shard)``, batch order ``derive_seed(seed, 2, shard, slice, epoch)``
-  (the rows of the slice's union sorted by id, then permuted), the hash key ``derive_seed(seed, 3)``.
+  (the rows of the slice's union sorted by id, then permuted), the hash key ``derive_seed(seed, 3)``,
+  and random layers such as dropout ``derive_seed(seed, 4, shard, slice)`` (the global stream is
+  left alone).
   Each stream tag has a fixed number of parts: numpy's ``SeedSequence`` pads with zeros, so
   ``(seed, s)`` and ``(seed, s, 0, 0)`` would otherwise be the same stream;
 * the learning-rate schedule restarts in every slice and depends only on the slice's step count;
@@ -80,7 +82,7 @@ Params = dict[str, torch.Tensor]
 State = dict[str, Params]            # {"params": ..., "buffers": ..., "momentum": ...}
 
 # Stream tags for config.derive_seed(seed, TAG, ...): one fixed length per tag.
-_INIT, _ORDER, _ASSIGN = 1, 2, 3
+_INIT, _ORDER, _ASSIGN, _NOISE = 1, 2, 3, 4
 _MASK64 = (1 << 64) - 1
 
 
@@ -320,9 +322,11 @@ class SISA:
         if not isinstance(probe, nn.Module):
             raise ValueError(f"make_model must return an nn.Module, got {type(probe).__name__}")
         has_buffers = any(True for _ in probe.buffers())
-        if self.vectorize and has_buffers:
-            raise ValueError("vectorize=True needs a model without buffers (batch norm): use vectorize=None or False")
-        auto = not has_buffers and self.n_shards > 1 and self.device.type != "cpu"
+        random_layers = any(isinstance(m, (nn.modules.dropout._DropoutNd, nn.AlphaDropout)) for m in probe.modules())
+        if self.vectorize and (has_buffers or random_layers):
+            raise ValueError("vectorize=True needs a model without buffers (batch norm) and without random layers "
+                             "(dropout): use vectorize=None or False")
+        auto = not has_buffers and not random_layers and self.n_shards > 1 and self.device.type != "cpu"
         self._vectorized = auto if self.vectorize is None else self.vectorize
         with torch.no_grad():
             out = probe.eval()(X[:1].cpu())
@@ -416,18 +420,22 @@ class SISA:
         bufs = {n: b.clone() for n, b in state["momentum"].items()}
         params = dict(model.named_parameters())
         samples = steps = 0
+        fork_on = [self.device.index or 0] if self.device.type == "cuda" else []
         for r in range(r0, self.n_slices):
             plan = self._plan(data, s, r)
-            for t in range(plan.rows.shape[0]):
-                keep = plan.weights[t] > 0
-                idx = plan.rows[t][keep].to(self.device)
-                w = plan.weights[t][keep].to(self.device)
-                loss = (F.cross_entropy(model(data.X[idx]).float(), data.y[idx], reduction="none") * w).sum()
-                grads = torch.autograd.grad(loss, list(params.values()))
-                with torch.no_grad():
-                    for (n, p), g in zip(params.items(), grads):
-                        bufs[n].mul_(self.momentum).add_(g + p * self.weight_decay)
-                        p.sub_(plan.lrs[t].item() * bufs[n])
+            # random layers (dropout) draw from a stream named by (seed, shard, slice), never the global one
+            with torch.random.fork_rng(devices=fork_on):
+                torch.manual_seed(config.derive_seed(self.seed, _NOISE, s, r))
+                for t in range(plan.rows.shape[0]):
+                    keep = plan.weights[t] > 0
+                    idx = plan.rows[t][keep].to(self.device)
+                    w = plan.weights[t][keep].to(self.device)
+                    loss = (F.cross_entropy(model(data.X[idx]).float(), data.y[idx], reduction="none") * w).sum()
+                    grads = torch.autograd.grad(loss, list(params.values()))
+                    with torch.no_grad():
+                        for (n, p), g in zip(params.items(), grads):
+                            bufs[n].mul_(self.momentum).add_(g + p * self.weight_decay)
+                            p.sub_(plan.lrs[t].item() * bufs[n])
             samples, steps = samples + plan.samples, steps + plan.rows.shape[0]
             ckpts[(s, r)] = self._save(s, r, {
                 "params": {n: p.detach().clone() for n, p in model.named_parameters()},
@@ -781,7 +789,10 @@ def _check_ids(ids, N: int | None, what: str = "ids") -> torch.Tensor:
         if N is None:
             raise ValueError(f"{what} must be given")
         return torch.arange(N)
-    t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
+    try:
+        t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{what} must be a 1-D list of integers, got {type(ids).__name__}: {exc}") from None
     if t.ndim != 1 or t.numel() == 0:
         raise ValueError(f"{what} must be a non-empty 1-D list of integers, got shape {tuple(t.shape)}")
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():

@@ -46,8 +46,12 @@ def _refit_equal(net, X, y, forget, X_test, **kw):
     assert torch.equal(net.predict_proba(X_test), fresh.predict_proba(X_test))
     assert [m.tolist() for m in net.members_] == [m.tolist() for m in fresh.members_]
     changed = {j for n in before for j in range(net.n_adapters) if not torch.equal(before[n][j], net.params_[n][j])}
-    assert changed <= set(report.adapters), "an adapter not activated by the forget set moved"
-    assert len(report.adapters) <= net.k * len(report.ids)
+    # the adapters the forget rows activate, by brute force over all distances
+    E_f = legonet.encode(net.encoder, X[torch.as_tensor(forget)]).double()
+    d2 = ((E_f[:, None, :] - net.keys_.double()[None]) ** 2).sum(-1)
+    expected = set(torch.sort(d2, dim=1, stable=True).indices[:, :net.k].flatten().tolist())
+    assert report.adapters == sorted(expected), "the report names other adapters than D_f activates"
+    assert changed <= expected, "an adapter not activated by the forget set moved"
     return report, changed
 
 
@@ -267,6 +271,26 @@ def test_bad_unlearning_requests_change_nothing(split, encoder):
         assert all(torch.equal(a, b) for a, b in zip(members, net.members_))
 
 
+def test_emptying_the_largest_label_needs_n_classes():
+    """Without n_classes, removing every row of the largest label would shrink a refit's output
+    layer, so no unlearning could equal it: a clear ValueError, nothing changed; with n_classes
+    the request is served exactly."""
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(120, 6, generator=g)
+    y = torch.arange(4).repeat(30)
+    top = torch.nonzero(y == 3).flatten()
+    net = legonet.LegoNet(None, 8, 2, 0.1, epochs=2).fit(E, y)
+    snapshot = {n: p.clone() for n, p in net.params_.items()}
+    with pytest.raises(ValueError, match="n_classes=4"):
+        net.unlearn(top)
+    assert all(torch.equal(snapshot[n], net.params_[n]) for n in snapshot) and net.ids_.numel() == 120
+    with pytest.raises(ValueError, match="every remaining row"):
+        net.unlearn(torch.arange(120))
+    net = legonet.LegoNet(None, 8, 2, 0.1, epochs=2, n_classes=4).fit(E, y)
+    _refit_equal(net, E, y, top, E[:10], epochs=2, n_classes=4)
+    assert net.predict_proba(E[:5]).shape == (5, 4)
+
+
 def test_encode_does_not_depend_on_batch_mates(split, encoder):
     """A row's encoding is bit-identical whatever rows are encoded with it (the refit needs it)."""
     X = split[0].X_train
@@ -312,6 +336,29 @@ def test_imagenet_encoder_wraps_a_resnet(monkeypatch):
     enc = legonet.imagenet_encoder("resnet18", input_size=32)
     assert enc.feature_dim == 512 and enc(torch.zeros(2, 3, 16, 16)).shape == (2, 512)
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_imagenet_network_is_the_same_body_with_a_fresh_trainable_head(monkeypatch):
+    """The baselines' network: the ImageNet body (same weights as the encoder), a new C-way head."""
+    torchvision = pytest.importorskip("torchvision")
+    real = torchvision.models.get_model
+    monkeypatch.setattr(torchvision.models, "get_model",
+                        lambda arch, weights=None: models.seeded(lambda: real(arch, weights=None), 0))
+    net = models.seeded(lambda: legonet.imagenet_network(7, "resnet18", input_size=32), 1)
+    enc = legonet.imagenet_encoder("resnet18", input_size=32)
+    body = {k: v for k, v in net[1].state_dict().items() if not k.startswith("fc.")}
+    assert all(torch.equal(v, enc.module[1].state_dict()[k]) for k, v in body.items())
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 7)
+    assert all(p.requires_grad for p in net.parameters())
+    with pytest.raises(ValueError, match="n_classes"):
+        legonet.imagenet_network(1, "resnet18")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(legonet.EncoderUnavailableError, match="hub"):
+        legonet.imagenet_network(10)
 
 
 def test_cost_counts(fitted, encoder):

@@ -18,6 +18,10 @@ def mlp():
     return models.MLP(64, 10, hidden=(13,))
 
 
+def dropout_mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Dropout(0.3), nn.Linear(12, 10))
+
+
 def tiny_cnn():
     return models.SmallCNN(10, 1, width=4, feature_dim=8)
 
@@ -120,6 +124,41 @@ def test_unlearn_exact_for_other_models_and_paths(small, make, vectorize):
     forget = torch.cat([_forget_in_slice(model, 0, 1, 0), _forget_in_slice(model, 1, 2, 1)])
     model.unlearn(forget)
     _assert_same(model, _scratch(kw, X, y, forget), Xt)
+
+
+def test_dropout_draws_from_named_streams_not_the_global_one(small):
+    """A model with dropout: unlearning is still a refit, whatever the global random state did in
+    between, and the vectorised path (which cannot name per-shard streams) refuses it."""
+    X, y, Xt = small
+    kw = dict(n_shards=3, n_slices=2, make_model=dropout_mlp, seed=4, **HP)
+    torch.manual_seed(123)
+    model = SISA(**kw).fit(X, y)
+    assert not model._vectorized
+    forget = torch.cat([_forget_in_slice(model, 0, 1, 0), _forget_in_slice(model, 1, 2, 1)])
+    torch.manual_seed(999)
+    model.unlearn(forget)
+    torch.rand(17)
+    _assert_same(model, _scratch(kw, X, y, forget), Xt)
+    with pytest.raises(ValueError, match="dropout"):
+        SISA(**{**kw, "vectorize": True}).fit(X, y)
+
+
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vectorised", "one-by-one"])
+def test_exact_with_sparse_shuffled_ids_and_mean_aggregation(small, vectorize):
+    """Ids far from 0..n-1, rows given in shuffled order, softmax-mean aggregation: still a refit."""
+    X, y, Xt = small
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(3))
+    ids = perm * 1000 + 7
+    kw = dict(n_shards=4, n_slices=3, make_model=mlp, seed=6, aggregation="mean", vectorize=vectorize,
+              group_size=3, **HP)
+    model = SISA(**kw).fit(X[perm], y[perm], ids=ids)
+    forget = torch.tensor([int(ids[5]), int(ids[77]), int(ids[250])])
+    model.unlearn(forget)
+    keep = ~torch.isin(ids, forget)
+    fresh = SISA(**kw).fit(X[perm][keep], y[perm][keep], ids=ids[keep])
+    _assert_same(model, fresh, Xt)
+    proba = model.predict_proba(Xt)
+    assert torch.allclose(proba.sum(1), torch.ones(len(Xt)), atol=1e-5)
 
 
 def test_sequence_of_requests_equals_one_refit(small):
