@@ -49,6 +49,39 @@ def assert_close(actual, expected, name: str = "result", atol: float = 1e-6, rto
                              f"expected {float(e[i]):.6g} (tolerance {atol}). {hint}".strip())
 
 
+def _code_names(code) -> set[str]:
+    """Every global, attribute and imported name a code object (and the code nested in it) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def assert_own_code(fn, forbidden: tuple[str, ...], name: str | None = None) -> None:
+    """Fail unless ``fn`` does its work itself: it may not use (call, import or reach through a
+    global) anything from the modules ``forbidden``, e.g. ``("course_lib.audit",)`` when the
+    student is to write what that module already implements. Hidden tests call it."""
+    label = name or getattr(fn, "__name__", "your function")
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        raise AssertionError(f"{label} must be a plain Python function")
+    env = dict(getattr(fn, "__globals__", {}))
+    for var, cell in zip(code.co_freevars, fn.__closure__ or ()):   # names from enclosing functions
+        try:
+            env[var] = cell.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    used = _code_names(code) | set(code.co_freevars)
+    for word in sorted(used):
+        obj = env.get(word)
+        mod = getattr(obj, "__name__", "") if isinstance(obj, type(np)) else getattr(obj, "__module__", "") or ""
+        hits = [f for f in forbidden if word == f or word.startswith(f + ".") or mod == f or mod.startswith(f + ".")]
+        if hits:
+            raise AssertionError(f"{label} uses {word!r} from {hits[0]}: write this part yourself "
+                                 f"instead of calling the course library's reference")
+
+
 # ----------------------------------------------------------------- the nbgrader round trip
 
 def assignments(root: Path | None = None) -> list[str]:

@@ -85,7 +85,9 @@ def unlearn(method: str, model: nn.Module, retain: XY, forget: XY, *, valid: XY 
     """Run an unlearning method on a copy of ``model``.
 
     ``retain`` and ``forget`` are ``(X [N, ...], y [N])`` pairs; ``valid`` (optional) a held-out
-    pair some methods may use. Unknown hyper-parameters raise ValueError listing the known ones.
+    pair, validated and handed to every method for those that select settings or stop early on
+    held-out data (none of the six baselines here needs it; later lessons' methods may). Unknown
+    hyper-parameters raise ValueError listing the known ones.
     """
     name = _resolve(method)
     fn, base = _REGISTRY[name]

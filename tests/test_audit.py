@@ -174,3 +174,26 @@ def test_too_few_models_for_the_bound_warn_and_read_zero():
         assert np.all(audit.epsilon_per_example(a, b) == 0)
     # the plain estimate still reports the separation, up to its cap log(4 (1 - δ))
     np.testing.assert_allclose(audit.epsilon_per_example(a, b, confidence=None), math.log(4 * (1 - 1e-5)))
+
+
+def test_audit_on_trained_models_retrain_vs_retrain_and_do_nothing(digits):
+    """The headline of lecture 01 on real models: a second retrained population is indistinguishable
+    from the first (F about 1), the original models ("do nothing") clearly are not."""
+    from course_lib import config, data, models, stacked
+
+    n = 24
+    forget = data.forget_random(digits.y_train, 0.1, seed=0)
+    keep = data.retain_indices(len(digits.y_train), forget)
+    make = lambda: models.MLP(64, 10, hidden=(64,))
+    hp = dict(epochs=12, lr=0.05, batch_size=64)
+    seeds = lambda k: [config.derive_seed(k, i) for i in range(n)]
+    X_f, y_f = digits.X_train[forget], digits.y_train[forget]
+    phi = {}
+    for name, k, rows in (("original", 1, torch.arange(len(digits.y_train))), ("A", 2, keep), ("B", 3, keep)):
+        pop = stacked.StackedModels(make, seeds(k)).fit(digits.X_train[rows], digits.y_train[rows], **hp)
+        phi[name] = audit.logit_scaled_confidence(pop.predict_logits(X_f), y_f).numpy()
+    eps_b = audit.epsilon_per_example(phi["B"], phi["A"])
+    eps_o = audit.epsilon_per_example(phi["original"], phi["A"])
+    f_b, f_o = audit.forgetting_quality(eps_b, n), audit.forgetting_quality(eps_o, n)
+    assert f_b >= 0.9, f"retrain vs retrain should be indistinguishable, F = {f_b:.3f}"
+    assert f_o < f_b - 0.2 and eps_o.mean() > eps_b.mean() + 0.3, (f_o, f_b, eps_o.mean(), eps_b.mean())

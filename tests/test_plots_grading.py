@@ -38,8 +38,15 @@ def test_loss_histograms(digits, trained):
     fig = plots.loss_histograms({"a": trained, "b": trained}, (digits.X_train[:50], digits.y_train[:50]),
                                 (digits.X_test, digits.y_test))
     assert len(fig.axes) == 2
+    for ax in fig.axes:
+        bars = ax.patches
+        assert len(bars) == 2 * 10 * 3, "30 bins for the test set and 30 for the forget set"
+        for part in (bars[:30], bars[30:]):          # each is a density: the areas add up to 1
+            assert sum(b.get_width() * b.get_height() for b in part) == pytest.approx(1.0, rel=1e-6)
     loss = plots.per_example_loss(trained, digits.X_test[:5], digits.y_test[:5])
     assert loss.shape == (5,) and (loss >= 0).all()
+    by_hand = torch.nn.functional.cross_entropy(trained(digits.X_test[:5]), digits.y_test[:5], reduction="none")
+    assert torch.allclose(torch.as_tensor(loss).float(), by_hand.detach().float(), atol=1e-5)
 
 
 def test_assert_close_messages():
@@ -54,3 +61,31 @@ def test_assert_close_messages():
     grading.assert_shape(torch.zeros(2, 3), (2, 3))
     with pytest.raises(AssertionError, match="should have shape \\(3, 2\\)"):
         grading.assert_shape(torch.zeros(2, 3), (3, 2))
+
+
+def test_assert_own_code_catches_calls_into_the_reference():
+    """A function that calls, imports or reaches through a forbidden module fails; honest code passes."""
+    import course_lib.audit as audit_mod
+    from course_lib.audit import epsilon_per_example
+
+    def honest(a, b):
+        return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+    def via_module(a, b):
+        return audit_mod.epsilon_per_example(a, b)[0]
+
+    def via_name(a, b):
+        return epsilon_per_example(a, b)[0]
+
+    def via_import(a, b):
+        import course_lib.audit
+        return course_lib.audit.epsilon_per_example(a, b)[0]
+
+    def nested(a, b):
+        return (lambda: epsilon_per_example(a, b))()
+
+    grading.assert_own_code(honest, ("course_lib.audit",))
+    for cheat in (via_module, via_name, via_import, nested):
+        with pytest.raises(AssertionError, match="write this part yourself"):
+            grading.assert_own_code(cheat, ("course_lib.audit",))
+    grading.assert_own_code(via_name, ("course_lib.ridge",))  # other modules stay allowed

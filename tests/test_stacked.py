@@ -153,3 +153,43 @@ def test_bad_arguments():
         s.model(5)
     with pytest.raises(ValueError):
         s.predict_logits(torch.zeros(0, 12))
+
+
+@pytest.mark.parametrize("path", ["ghost-norm", "vmap"])
+def test_dp_clips_each_example_by_hand(path, monkeypatch):
+    """One DP-SGD step with q = 1, no noise and a small clip: the update is the mean of the
+    per-example gradients, each scaled to norm at most clip_norm (computed here one by one)."""
+    if path == "vmap":
+        monkeypatch.setattr(stacked, "_linear_layers", lambda base: None)
+    X, y = _data(n=24)
+    stack = stacked.StackedModels(make, [7])
+    m = stack.model(0)
+    clip, lr = 0.05, 0.5
+    stack.fit_dp(X, y, noise_multiplier=0.0, clip_norm=clip, epochs=1, batch_size=24, lr=lr, momentum=0.0)
+    total = [torch.zeros_like(p) for p in m.parameters()]
+    for i in range(24):
+        g = torch.autograd.grad(F.cross_entropy(m(X[i:i + 1]), y[i:i + 1]), list(m.parameters()))
+        norm = torch.sqrt(sum(v.pow(2).sum() for v in g))
+        assert norm > clip, "the test needs gradients larger than the clip"
+        for t, v in zip(total, g):
+            t += v * min(1.0, clip / (norm.item() + 1e-6))
+    with torch.no_grad():
+        for p, t in zip(m.parameters(), total):
+            p -= lr * t / 24
+    assert _max_diff(stack.model(0), m) < 1e-6
+
+
+def test_dp_noise_has_the_calibrated_scale():
+    """The Gaussian noise added per coordinate is noise_multiplier * clip_norm / (q n) before the
+    learning rate: one step of two runs that differ only in sigma differs by exactly that noise,
+    which has mean 0 and variance 1 once rescaled."""
+    X, y = _data(n=40)
+    sigma, clip, lr = 2.0, 0.5, 0.1
+    seeds = list(range(8))
+    runs = {s: stacked.StackedModels(make, seeds).fit_dp(X, y, noise_multiplier=s, clip_norm=clip, epochs=1,
+                                                          batch_size=40, lr=lr, momentum=0.0)
+            for s in (sigma, 0.0)}                      # batch_size = n: q = 1, one step, q n = 40
+    z = torch.cat([((runs[sigma].params[k] - runs[0.0].params[k]) * 40 / (-lr * sigma * clip)).flatten()
+                   for k in runs[sigma].params])
+    assert z.numel() > 1500
+    assert abs(z.mean().item()) < 0.1 and abs(z.std().item() - 1.0) < 0.07

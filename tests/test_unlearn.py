@@ -97,10 +97,29 @@ def test_l1_sparse_shrinks_weights(trained, split):
         unlearn.unlearn("l1_sparse", trained, *split, l1_schedule="cosine")
 
 
+def test_finetune_keeps_and_random_label_forgets(trained, split):
+    """Finetune on the retain set keeps its accuracy; Random Label drives the forgotten class's
+    accuracy far down while the retain set stays well classified."""
+    ft = unlearn.unlearn("finetune", trained, *split, epochs=2, lr=0.02)
+    assert train.accuracy(ft.model, *split[0]) > 97
+    rl = unlearn.unlearn("random_label", trained, *split, epochs=2, lr=0.02)
+    assert train.accuracy(trained, *split[1]) > 95
+    assert train.accuracy(rl.model, *split[1]) < 30
+    assert train.accuracy(rl.model, *split[0]) > 85
+
+
+def test_validation_set_is_checked(trained, split):
+    """A malformed validation pair is refused before any work is done."""
+    X, y = split[0]
+    with pytest.raises(ValueError, match="validation set"):
+        unlearn.unlearn("finetune", trained, *split, valid=(X[:5], y[:4]), **HP)
+    unlearn.unlearn("finetune", trained, *split, valid=(X[:5], y[:5]), **HP)
+
+
 def test_mask_is_honoured(trained, split):
     """Only the masked-in weights move, whatever the method."""
     mask = {"head.weight": torch.ones_like(trained.head.weight, dtype=torch.bool)}
-    for method in ("finetune", "neggrad+", "random_label"):
+    for method in ("finetune", "neggrad", "neggrad+", "random_label", "l1_sparse"):
         res = unlearn.unlearn(method, trained, *split, mask=mask, **HP)
         for n, p in res.model.named_parameters():
             same = torch.equal(p, dict(trained.named_parameters())[n])
