@@ -23,7 +23,14 @@ ensure_env() {
     return
   fi
   echo "== setting up the environment in $VENV (first run: a few minutes) =="
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PY" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
+      echo "course.sh: $PY is Python $("$PY" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?'); the course needs 3.10-3.12 (3.11 recommended)." >&2
+      echo "           Install python3.11, or point COURSE_PYTHON at one: COURSE_PYTHON=/path/to/python3.11 ./course.sh $cmd" >&2
+      exit 2
+    fi
+    "$PY" -m venv "$VENV"
+  fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
   echo "$want" > "$STAMP"

@@ -6,12 +6,17 @@ CUDA: bf16 autocast and channels-last memory format for convolutional models.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 
 import torch
 from torch import nn
 
 from . import config
+
+# cuBLAS is only deterministic with a fixed workspace, which must be chosen before its first use:
+# set it on import (harmless without a GPU) so that exact_numerics() can ask for deterministic kernels.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def get_device(name: str | None = None) -> torch.device:
@@ -82,3 +87,36 @@ def place(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+@contextlib.contextmanager
+def exact_numerics(device: torch.device | str):
+    """Numerics for code whose result must be bit-reproducible (SISA shards, LegoNet adapters).
+
+    CPU: one thread, so the bits do not depend on the core count (and tiny tensors run faster).
+    CUDA: deterministic algorithms, no TF32, no cuDNN autotuning. Settings are restored on exit.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+        return
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[4], saved[5]

@@ -8,7 +8,10 @@
   confidence of the true class) with retain examples as members (1) and test examples as
   non-members (0), equal counts; MIA-Efficacy is the share (%) of forget examples it labels
   non-member. Higher means the forget set looks less "seen"; the target is the retrained
-  model's value, not 100% nor 50%.
+  model's value, not 100% nor 50%. The larger side is subsampled uniformly, as in the public code
+  of source 002; source 003 (A.3) draws the retain subset with the test set's label mix instead,
+  which is the same in expectation on class-balanced data (digits, CIFAR) and impossible once a
+  class is forgotten.
 * MIA-Privacy: the same attack fitted on half of the test set and as many retain examples,
   scored by its accuracy (%) on the other halves; lower means less leakage about the retain set.
 * RTE: run-time of the unlearning method in seconds.

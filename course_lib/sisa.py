@@ -52,13 +52,12 @@ from each other (by float rounding), so compare like with like.
 initial weights and is **left out of the aggregation**; an empty slice adds no training steps.
 Both rules hold identically after unlearning and when fitting from scratch.
 
-CPU only is tested here. On CUDA the same code runs, but bitwise exactness additionally needs
-``torch.use_deterministic_algorithms(True)`` (and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``); SISA
-trains in float32 without autocast.
+CPU only is tested here. On CUDA the same code runs under :func:`course_lib.device.exact_numerics`
+(deterministic kernels, no TF32; ``course_lib.device`` sets ``CUBLAS_WORKSPACE_CONFIG`` on import);
+SISA trains in float32 without autocast.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -75,6 +74,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from . import config, models, train
+from .device import exact_numerics
 
 __all__ = ["SISA", "UnlearnReport", "NotFittedError", "assign", "distribution_aware_shards"]
 
@@ -752,21 +752,10 @@ class SISA:
 
 # ----------------------------------------------------------------------------- helpers
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device):
-    """Train on one CPU thread: the per-shard tensors are small, so more threads mostly add
-    synchronisation (on a busy 2-core machine we measured one step of a tiny CNN at 1.5 ms with
-    one thread and 200 ms with two), and the bits of the result then do not depend on the
-    machine's core count. No-op on other devices."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+# Exactness-critical sections: one CPU thread (we measured one step of a tiny CNN at 1.5 ms with one
+# thread and 200 ms with two on a busy 2-core machine, and the bits then do not depend on the core
+# count); deterministic kernels on CUDA.
+_one_thread = exact_numerics
 
 
 def _groups(shards: list[int], G: int) -> list[list[int | None]]:

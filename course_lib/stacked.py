@@ -212,7 +212,7 @@ class StackedModels:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         if forget is not None:
             check_xy(*forget, "forget set")
-        N, n, dev = len(self), X.shape[0], self.device
+        n, dev = X.shape[0], self.device
         Xd, yd = X.to(dev), y.to(dev)
         gens = [torch.Generator().manual_seed(s) for s in self.seeds]
         if forget is not None:

@@ -97,3 +97,17 @@ def test_setup_prints_banner_and_seeds(capsys):
     assert torch.equal(a, torch.rand(3))
     assert capsys.readouterr().out == ""
     assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_exact_numerics_uses_one_cpu_thread_and_restores():
+    """Inside exact_numerics the CPU runs one thread; afterwards the old count is back, even on error."""
+    old = torch.get_num_threads()
+    with device.exact_numerics("cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == old
+    with pytest.raises(RuntimeError):
+        with device.exact_numerics(torch.device("cpu")):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == old
+    import os
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in (":4096:8", ":16:8")
