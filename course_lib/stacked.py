@@ -4,10 +4,10 @@ An unlearning *definition* is a statement about the distribution of models over 
 training randomness (initialisation, batch order), so checking it needs populations of
 models: N retrained, N unlearned. :class:`StackedModels` holds N copies of one architecture
 as tensors with a leading model axis ``[N, ...]`` and trains them together, one vectorised
-step for all N. For MLPs this is several times faster than N separate trainings even on one
-CPU core (about 4x for 32 models on the digits) and about 12x for DP-SGD against a loop of
-opacus runs; for small CNNs on a CPU the vectorised convolutions are not faster than a loop
-(``benchmarks/bench_stacked.py`` measures all three).
+step for all N. For MLPs this is several times faster than N separate trainings (measured on 2
+CPU cores, digits, 5 epochs: 2.8x for 8 models, 5.1x for 32) and about 12x for DP-SGD against a
+loop of opacus runs; for small CNNs on a CPU the vectorised convolutions are not faster than a
+loop (``python benchmarks/bench_stacked.py --dp`` and ``--arch small_cnn`` measure them).
 
 Model ``i`` is built under ``seeds[i]`` (:func:`course_lib.models.seeded`) and visits the
 data in the order drawn from a generator seeded with ``seeds[i]``, exactly as
