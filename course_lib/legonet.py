@@ -49,7 +49,8 @@ from torch.nn import functional as F
 
 from . import config, models, train
 from .sisa import NotFittedError  # sklearn's NotFittedError that is also a RuntimeError
-from .sisa import _check_ids, _check_int, _one_thread  # shared validation and the one-thread context
+from .device import exact_numerics  # one CPU thread / deterministic CUDA kernels
+from .sisa import _check_ids, _check_int  # shared validation
 
 Params = dict[str, torch.Tensor]
 MakeAdapter = Callable[[int, int], nn.Module]
@@ -235,7 +236,7 @@ def nearest_keys(E: torch.Tensor, keys: torch.Tensor, k: int) -> torch.Tensor:
     budget = 2**19 if E.device.type == "cpu" else 2**26     # CPU: keep the [chunk, n, d] difference in cache
     rows_per_chunk = max(1, budget // (keys.shape[0] * keys.shape[1]))
     out = []
-    with _one_thread(E.device):
+    with exact_numerics(E.device):
         for start in range(0, E.shape[0], rows_per_chunk):
             e = E[start:start + rows_per_chunk].to(torch.float64)
             d2 = ((e[:, None, :] - Kd[None]) ** 2).sum(-1)  # [chunk, n]
@@ -510,7 +511,7 @@ class LegoNet:
 
     def _train_adapters(self, adapters: list[int]) -> int:
         """(Re-)train ``adapters`` from their fresh initialisation; returns SGD steps taken."""
-        with _one_thread(self.device):
+        with exact_numerics(self.device):
             return sum(self._train_chunk(chunk) for chunk in self._plan(adapters))
 
     def _train_chunk(self, chunk: list[int | None]) -> int:
@@ -572,7 +573,7 @@ class LegoNet:
         act = nearest_keys(E, self.keys_, self.k)                                  # [N, k]
         rows = self._bank.chunk_rows(self.params_, self.k)
         out = []
-        with _one_thread(self.device):
+        with exact_numerics(self.device):
             for start in range(0, E.shape[0], rows):
                 logits = self._bank.activated_logits(self.params_, E[start:start + rows].to(self.device),
                                                      act[start:start + rows].to(self.device))  # [r, k, C]

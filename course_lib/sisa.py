@@ -396,7 +396,7 @@ class SISA:
         """(Re-)train shards ``s`` from slice ``start[s]`` on; returns new checkpoints
         ``{(s, r): state}`` (old ones untouched), samples and steps."""
         resume = {s: (self._load(old[(s, r - 1)]) if r > 0 else self._init_state(s)) for s, r in start.items()}
-        with _one_thread(self.device):
+        with exact_numerics(self.device):
             return self._train_all(data, start, resume)
 
     def _train_all(self, data: _Data, start: dict[int, int], resume: dict[int, State]) -> tuple[dict, int, int]:
@@ -549,7 +549,7 @@ class SISA:
         if not isinstance(X, torch.Tensor) or X.ndim < 2 or X.shape[0] == 0:
             raise ValueError(f"X must be a non-empty tensor [N, ...], got {getattr(X, 'shape', type(X))}")
         outs = []
-        with _one_thread(self.device):
+        with exact_numerics(self.device):
             if not self._vectorized:
                 return torch.stack([train.predict_logits(self.shard_model(s), X, batch_size)
                                     for s in range(self.n_shards)])
@@ -751,12 +751,6 @@ class SISA:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-# Exactness-critical sections: one CPU thread (we measured one step of a tiny CNN at 1.5 ms with one
-# thread and 200 ms with two on a busy 2-core machine, and the bits then do not depend on the core
-# count); deterministic kernels on CUDA.
-_one_thread = exact_numerics
-
 
 def _groups(shards: list[int], G: int) -> list[list[int | None]]:
     """Groups of ``G`` slots; shard ``s`` always sits in slot ``s % G``; free slots are None."""
