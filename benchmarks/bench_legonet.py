@@ -29,8 +29,9 @@ import statistics
 
 import torch
 
-from course_lib import data, device, legonet, models
-from course_lib.sisa import SISA
+from course_lib import data, device, models
+from course_lib.exact import legonet
+from course_lib.exact.sisa import SISA
 
 
 def median_request_seconds(model, ids) -> tuple[float, list]:

@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from course_lib import data, device, models, sisa
+from course_lib import data, device, models
+from course_lib.exact import sisa
 
 
 def main() -> None:

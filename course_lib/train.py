@@ -4,9 +4,10 @@ Determinism: batch order comes from a ``torch.Generator`` seeded with ``seed``; 
 with :func:`course_lib.models.seeded` for the initial weights, the same seed gives
 bit-identical weights on the CPU.
 
-Masked training: pass ``mask`` (``{parameter name: bool tensor}``, True = may change) and
-the parameters outside the mask are restored after every step, so momentum and weight
-decay cannot move "frozen" weights.
+Masked training: pass ``mask`` (``{parameter name: bool tensor}``, True = may change; see
+:mod:`course_lib.masks`) and the parameters outside the mask are restored after every step, so
+momentum and weight decay cannot move "frozen" weights. Many small models trained at once
+(populations, SISA shards, LegoNet adapters) use :mod:`course_lib.engine` instead.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from torch import nn
 
 from . import config
 from .device import autocast
-
-Mask = dict[str, torch.Tensor]
+from .engine import lr_factor
+from .masks import Mask, restore_masked, snapshot
+from .validation import check_sgd, check_xy
 
 
 def progress(iterable: Iterable, desc: str = "", total: int | None = None, enabled: bool | None = None, **kw):
@@ -65,35 +67,6 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def check_xy(X: torch.Tensor, y: torch.Tensor, what: str = "data") -> None:
-    """Raise ValueError unless ``X`` is ``[N, ...]`` and ``y`` is an int64 ``[N]``."""
-    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise ValueError(f"{what}: X and y must be torch tensors, got {type(X).__name__}, {type(y).__name__}")
-    if y.ndim != 1 or X.ndim < 2 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"{what}: X must be [N, ...] and y [N]; got X {tuple(X.shape)}, y {tuple(y.shape)}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{what} is empty")
-    if y.dtype != torch.int64:
-        raise ValueError(f"{what}: labels must be int64 class indices, got {y.dtype}")
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of the parameters, by name."""
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-@torch.no_grad()
-def restore_masked(model: nn.Module, mask: Mask, reference: dict[str, torch.Tensor]) -> None:
-    """Put every parameter entry where ``mask`` is False back to its ``reference`` value.
-    Parameters missing from ``mask`` are frozen entirely."""
-    for name, p in model.named_parameters():
-        m = mask.get(name)
-        if m is None:
-            p.copy_(reference[name])
-        else:
-            p.copy_(torch.where(m.to(p.device), p, reference[name]))
-
-
 def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tensor], torch.Tensor], *,
               epochs: int, batch_size: int, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
               seed: int = 0, schedule: str = "cosine", mask: Mask | None = None,
@@ -105,10 +78,7 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
     scalar loss of one batch. SGD with momentum and weight decay, learning rate constant or
     cosine-annealed to 0 over all steps.
     """
-    if epochs < 0 or batch_size < 1 or lr < 0:
-        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr >= 0; got {epochs}, {batch_size}, {lr}")
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    check_sgd(epochs, batch_size, lr, momentum, weight_decay, schedule)
     log = TrainLog()
     if epochs == 0 or n_rows == 0:
         return log
@@ -116,7 +86,7 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = -(-n_rows // batch_size)
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if schedule == "cosine" else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, schedule))
     reference = snapshot(model) if mask is not None else None
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -130,8 +100,7 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if sched is not None:
-                    sched.step()
+                sched.step()
                 if mask is not None:
                     restore_masked(model, mask, reference)
                 running += loss.detach().float().cpu() * idx.numel()

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import config, data, legonet, models
+from course_lib import config, data, models
+from course_lib.exact import legonet
 
 N_ADAPTERS, K = 30, 3
 SMALL = dict(epochs=3, seed=0)

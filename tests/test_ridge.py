@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge as SkRidge
 
-from course_lib.ridge import Ridge, woodbury_downdate
+from course_lib.exact.ridge import Ridge, woodbury_downdate
 
 
 def _problem(rng, n=80, d=6, t=None):

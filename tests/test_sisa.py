@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import data, models, sisa
-from course_lib.sisa import SISA
+from course_lib import data, models
+from course_lib.exact import sisa
+from course_lib.exact.sisa import SISA
 
 
 # Odd sizes on purpose (hidden 13, batch 7): CPU kernels take their edge paths there.

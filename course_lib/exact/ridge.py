@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import check_indices
+from ..data import check_indices
 
 
 def woodbury_downdate(A_inv: np.ndarray, U: np.ndarray) -> np.ndarray:

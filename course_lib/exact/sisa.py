@@ -73,8 +73,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from . import config, models, train
-from .device import exact_numerics
+from .. import config, models, train
+from ..device import exact_numerics
 
 __all__ = ["SISA", "UnlearnReport", "NotFittedError", "assign", "distribution_aware_shards"]
 

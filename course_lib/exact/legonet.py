@@ -47,9 +47,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
-from . import config, models, train
+from .. import config, models, train
 from .sisa import NotFittedError  # sklearn's NotFittedError that is also a RuntimeError
-from .device import exact_numerics  # one CPU thread / deterministic CUDA kernels
+from ..device import exact_numerics  # one CPU thread / deterministic CUDA kernels
 from .sisa import _check_ids, _check_int  # shared validation
 
 Params = dict[str, torch.Tensor]

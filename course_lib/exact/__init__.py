@@ -1,0 +1,1 @@
+"""Exact unlearning (lessons 1-3)."""

@@ -1,0 +1,152 @@
+"""Unlearning methods behind one signature: the registry, :func:`unlearn` and :func:`compare`.
+
+    result = unlearn("neggrad+", model, retain=(X_r, y_r), forget=(X_f, y_f), seed=0, epochs=5)
+    result.model, result.seconds
+
+Every method works on a copy: the original model is never changed. Each accepts the common
+hyper-parameters ``epochs``, ``lr``, ``batch_size``, ``momentum``, ``weight_decay``,
+``schedule`` (``"cosine"`` or ``"constant"``, per step), ``seed`` and ``mask``
+(``{parameter name: bool tensor}``, see :mod:`course_lib.masks`; entries outside the mask are
+restored after every step, so momentum and weight decay cannot move them), plus its own.
+Unknown hyper-parameters are refused with the list of known ones.
+
+One file per method family (a newcomer finds any method in one obvious place):
+
+======================  ======================================================================
+``baselines.py``        ``retrain`` (the oracle), ``finetune`` (FT), ``neggrad`` (GA),
+                        ``neggrad+``, ``random_label``, ``l1_sparse`` (lessons 0, 1, 6)
+``boundary.py``         ``boundary_shrink`` (``bs``), ``boundary_expand`` (``be``) (lesson 4)
+``salun.py``            ``salun``: saliency-masked Random Label (lesson 5)
+``second_order.py``     ``fisher`` (FF), ``influence`` (IU) (lessons 5, 6)
+``localised.py``        ``rft`` (reset + finetune), ``del``, ``ssd`` (lesson 7)
+======================  ======================================================================
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..train import Stopwatch
+from ..validation import check_xy
+
+XY = tuple[torch.Tensor, torch.Tensor]
+
+#: Hyper-parameters every method accepts (a method's own defaults override these values).
+COMMON = dict(epochs=5, lr=0.01, batch_size=64, momentum=0.9, weight_decay=5e-4, schedule="cosine", mask=None)
+_REGISTRY: dict[str, tuple[Callable, dict]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned model, the wall-clock seconds it took (RTE) and the settings used."""
+
+    model: nn.Module
+    seconds: float
+    method: str
+    params: dict = field(default_factory=dict)
+
+
+def register(name: str, *, aliases: tuple[str, ...] = (), **defaults):
+    """Decorator adding an unlearner ``fn(model, retain, forget, *, valid, seed, **hp)`` to the
+    registry under ``name`` (and ``aliases``), with its default hyper-parameters."""
+
+    def deco(fn):
+        if name in _REGISTRY or name in _ALIASES:
+            raise ValueError(f"an unlearning method named {name!r} is already registered")
+        _REGISTRY[name] = (fn, {**COMMON, **defaults})
+        for a in aliases:
+            _ALIASES[a] = name
+        return fn
+
+    return deco
+
+
+def available() -> list[str]:
+    """Names of the registered methods."""
+    return sorted(_REGISTRY)
+
+
+def defaults(method: str) -> dict:
+    """Default hyper-parameters of ``method``."""
+    return dict(_REGISTRY[_resolve(method)][1])
+
+
+def _resolve(method: str) -> str:
+    name = _ALIASES.get(method, method)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown unlearning method {method!r}; known methods: {', '.join(available())} "
+                         f"(aliases: {', '.join(f'{a}={b}' for a, b in _ALIASES.items())})")
+    return name
+
+
+def unlearn(method: str, model: nn.Module, retain: XY, forget: XY, *, valid: XY | None = None,
+            seed: int = 0, **hp) -> UnlearnResult:
+    """Run an unlearning method on a copy of ``model``.
+
+    ``retain`` and ``forget`` are ``(X [N, ...], y [N])`` pairs; ``valid`` (optional) a held-out
+    pair, validated and handed to every method for those that select settings or stop early on
+    held-out data (none of the six baselines here needs it; later lessons' methods may). Unknown
+    hyper-parameters raise ValueError listing the known ones.
+    """
+    name = _resolve(method)
+    fn, base = _REGISTRY[name]
+    unknown = sorted(set(hp) - set(base))
+    if unknown:
+        raise ValueError(f"{name} does not take {unknown}; its hyper-parameters are {sorted(base)}")
+    check_xy(*retain, "retain set")
+    check_xy(*forget, "forget set")
+    if valid is not None:
+        check_xy(*valid, "validation set")
+    settings = {**base, **hp}
+    work = copy.deepcopy(model)
+    with Stopwatch() as sw:
+        out = fn(work, retain, forget, valid=valid, seed=seed, **settings)
+    return UnlearnResult(out, sw.seconds, name, {k: v for k, v in settings.items() if k != "mask"})
+
+
+def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str] | None = None, *,
+            hp: dict[str, dict] | None = None, exclude_classes: list[int] | None = None, seed: int = 0,
+            original: str | None = "Original"):
+    """Run several methods on one forget set and evaluate each (see :func:`metrics.evaluate`).
+
+    ``data``: a :class:`course_lib.data.DataSplit`; ``forget_idx`` indexes its training set;
+    ``hp`` maps a method name to its hyper-parameters. Returns ``(table, models)``: a
+    DataFrame with one row per method (named as given, the oracle as ``Retrain``, the model
+    before unlearning as ``original``) and the unlearned models by the same names.
+    """
+    from .. import data as _data
+    from .. import metrics
+    from ..train import progress
+
+    methods = list(methods or available())
+    for m in methods:
+        _resolve(m)
+    hp = hp or {}
+    unknown = sorted(set(hp) - set(methods))
+    if unknown:
+        raise ValueError(f"hyper-parameters given for {unknown}, which are not among the methods {methods}")
+    N = data.X_train.shape[0]
+    forget_idx = _data.check_indices(forget_idx, N)
+    retain_idx = _data.retain_indices(N, forget_idx)
+    retain = (data.X_train[retain_idx], data.y_train[retain_idx])
+    forget = (data.X_train[forget_idx], data.y_train[forget_idx])
+    rows, models = {}, {}
+    if original:
+        rows[original] = metrics.evaluate(model, data, forget_idx, exclude_classes=exclude_classes, seed=seed)
+        models[original] = model
+    for m in progress(methods, desc="methods", total=len(methods)):
+        res = unlearn(m, model, retain, forget, seed=seed, **hp.get(m, {}))
+        name = "Retrain" if _resolve(m) == "retrain" else m
+        rows[name] = metrics.evaluate(res.model, data, forget_idx, seconds=res.seconds,
+                                      exclude_classes=exclude_classes, seed=seed)
+        models[name] = res.model
+    return metrics.table(rows, reference="Retrain" if "Retrain" in rows else None), models
+
+
+# The method families register themselves on import (one file per family).
+from . import baselines, boundary, localised, salun, second_order  # noqa: E402,F401
