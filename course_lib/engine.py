@@ -149,3 +149,31 @@ def train_slots(P: Params, M: Params, plans: Sequence[Plan], grads: GradFn, *, p
         g = grads(P, rows[:, t], wts[:, t])
         sgd_update(P, M, g, lrs[:, t], momentum, weight_decay, active[:, t])
     return P, M
+
+
+def ce_grads(forward: Callable, P: Params, xb: torch.Tensor, yb: torch.Tensor, w: torch.Tensor) -> Params:
+    """Per-slot gradient of ``sum_b w[s, b] * CE(forward(P)[s, b], yb[s, b])`` for inputs
+    ``xb [G, B, ...]``: one forward over the slots and one backward of the summed loss (slots share
+    no parameters, so each slot's gradient is exactly that of its own loss)."""
+    from torch.nn import functional as F
+
+    with torch.enable_grad():
+        Pg = {n: p.detach().requires_grad_() for n, p in P.items()}
+        out = forward(Pg, xb)                                                          # [G, B, C]
+        loss = (F.cross_entropy(out.float().flatten(0, 1), yb.flatten(), reduction="none") * w.flatten()).sum()
+        return dict(zip(Pg, torch.autograd.grad(loss, list(Pg.values()))))
+
+
+def stacked_forward(base: torch.nn.Module) -> Callable[[Params, torch.Tensor], torch.Tensor]:
+    """``forward(P, xb)``: slot ``s`` of the stacked parameters ``P`` applied to ``xb[s]``
+    (``base`` gives the architecture; it may live on the meta device)."""
+    from torch.func import functional_call, vmap
+
+    return vmap(lambda p, x: functional_call(base, p, (x,)))
+
+
+def vmap_ce_grads(base: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> GradFn:
+    """The :data:`GradFn` of weighted cross-entropy for a stack of ``base``-shaped models whose
+    slot ``s`` trains on rows ``X[rows[s]]``, ``y[rows[s]]``."""
+    forward = stacked_forward(base)
+    return lambda P, rows, w: ce_grads(forward, P, X[rows], y[rows], w)

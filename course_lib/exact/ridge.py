@@ -17,9 +17,12 @@ is not penalised.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from ..data import check_indices
+from ..validation import NotFittedError, check_ids, check_indices, check_number
+from .base import ExactEstimator, UnlearnReport
 
 
 def woodbury_downdate(A_inv: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -44,21 +47,28 @@ def woodbury_downdate(A_inv: np.ndarray, U: np.ndarray) -> np.ndarray:
     return (out + out.T) / 2
 
 
-class Ridge:
+class Ridge(ExactEstimator):
     """Ridge regression that can forget training rows exactly.
 
     >>> m = Ridge(alpha=1.0).fit(X, Y)       # X [n, d], Y [n] or [n, t]
     >>> m.remove([3, 17])                    # rows of the X given to fit
     >>> m.predict(X_new)                     # [m] or [m, t]; equals Ridge(1.0).fit(X_kept, Y_kept)
 
+    The course's exact-unlearning protocol (:mod:`course_lib.exact.base`) works too:
+    ``fit(X, Y, ids=...)`` names the rows and ``unlearn(ids)`` forgets rows by id and returns an
+    :class:`~course_lib.exact.base.UnlearnReport`. Equality with a refit holds up to float64
+    rounding (``exactness = "rounding"``), not bitwise: the downdate and a fresh inverse round
+    differently.
+
     Attributes after ``fit``: ``coef_`` ``[d]`` or ``[d, t]``, ``intercept_`` (scalar or ``[t]``),
-    ``removed_`` bool ``[n]`` (rows forgotten so far), ``n_active_`` (rows still in the model).
+    ``ids_`` (the ids of the rows given to fit), ``removed_`` bool ``[n]`` (rows forgotten so far),
+    ``n_active_`` (rows still in the model).
     """
 
+    exactness = "rounding"
+
     def __init__(self, alpha: float = 1.0, fit_intercept: bool = True):
-        if not (isinstance(alpha, (int, float, np.floating)) and alpha >= 0 and np.isfinite(alpha)):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number(alpha, "alpha", 0.0)
         self.fit_intercept = bool(fit_intercept)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -80,7 +90,7 @@ class Ridge:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "A_inv_"):
-            raise ValueError("this Ridge is not fitted yet: call fit(X, Y) first")
+            raise NotFittedError("this Ridge is not fitted yet: call fit(X, Y) first")
 
     def _update_coef(self) -> None:
         w = self.w_ = self.A_inv_ @ self.b_
@@ -91,9 +101,11 @@ class Ridge:
             self.intercept_ = np.zeros(w.shape[1:]) if w.ndim == 2 else 0.0
 
     # -- public API ------------------------------------------------------------------------
-    def fit(self, X, Y) -> "Ridge":
-        """Fit on ``X`` ``[n, d]`` and targets ``Y`` ``[n]`` or ``[n, t]`` (e.g. one-hot labels)."""
+    def fit(self, X, Y, ids=None) -> "Ridge":
+        """Fit on ``X`` ``[n, d]`` and targets ``Y`` ``[n]`` or ``[n, t]`` (e.g. one-hot labels);
+        ``ids [n]`` (default ``0..n-1``) name the rows for :meth:`unlearn`."""
         Z = self._design(X)
+        self.ids_ = check_ids(ids, Z.shape[0]).numpy()
         Y = np.asarray(Y, dtype=np.float64)
         if Y.ndim not in (1, 2) or Y.shape[0] != Z.shape[0]:
             raise ValueError(f"Y must be [n] or [n, t] with n = {Z.shape[0]} rows, got shape {Y.shape}")
@@ -131,6 +143,21 @@ class Ridge:
         self.removed_[idx] = True
         self._update_coef()
         return self
+
+    def unlearn(self, ids) -> UnlearnReport:
+        """Forget the rows with these ids (as given to :meth:`fit`) exactly; returns an
+        :class:`~course_lib.exact.base.UnlearnReport` (no model is re-trained: ``samples`` and
+        ``steps`` are 0)."""
+        self._check_fitted()
+        t0 = time.perf_counter()
+        ids = check_ids([ids] if isinstance(ids, (int, np.integer)) else ids, None, what="ids to unlearn").numpy()
+        order = np.argsort(self.ids_, kind="stable")
+        pos = np.searchsorted(self.ids_[order], ids).clip(max=len(order) - 1)
+        known = self.ids_[order][pos] == ids
+        if not known.all():
+            raise ValueError(f"ids {ids[~known][:5].tolist()} are not in the training set; nothing was changed")
+        self.remove(order[pos])
+        return UnlearnReport(sorted(ids.tolist()), [], 0, 0, time.perf_counter() - t0, unit="row")
 
     @property
     def n_active_(self) -> int:

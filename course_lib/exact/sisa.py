@@ -13,17 +13,17 @@ Unlearning a row of slice ``r`` of shard ``s`` re-trains ``M_s`` alone, from the
 before slice ``r`` (source 001, "SISA: Unlearning Guarantee"); every other model is untouched::
 
     sisa = SISA(n_shards=5, n_slices=3, make_model=make, epochs_per_slice=4, seed=0).fit(X, y)
-    report = sisa.unlearn([17, 256])          # shards touched, samples re-trained, seconds
+    report = sisa.unlearn([17, 256])          # an UnlearnReport: shards, samples, steps, seconds
     keep = data.retain_indices(len(y), torch.tensor([17, 256]))
-    fresh = SISA(5, 3, make, 4, seed=0).fit(X[keep], y[keep], ids=keep)
+    fresh = clone(sisa).fit(X[keep], y[keep], ids=keep)
     # every parameter and every prediction of `sisa` and `fresh` are torch.equal
 
 **Why the result is bitwise exact.** Everything a shard model's arithmetic depends on is a
 function of the seed, the shard and slice numbers and the *set of ids* in the shard, never of
 ``N``, of the row order or of the other shards:
 
-* a row's shard and slice come from a keyed hash of ``(seed, id)`` (:func:`assign`), or from a
-  fixed table/callable ``shard_of(id)`` (distribution-aware sharding);
+* a row's shard and slice come from a keyed hash of ``(seed, id)`` (:func:`~course_lib.exact.sharding.assign`),
+  or from a fixed table/callable ``shard_of(id)`` (distribution-aware sharding);
 * random streams are named with :func:`course_lib.config.derive_seed`: initial weights
   ``derive_seed(seed, 1, shard)``, batch order ``derive_seed(seed, 2, shard, slice, epoch)``
   (the rows of the slice's union sorted by id, then permuted), the hash key ``derive_seed(seed, 3)``,
@@ -36,8 +36,8 @@ function of the seed, the shard and slice numbers and the *set of ids* in the sh
   continues exactly as training straight through would have.
 
 **Vectorised training** (``vectorize=True``; the default on accelerators). Models without
-buffers (MLP, SmallCNN) train ``group_size`` shards at a time with ``torch.func`` (stacked
-parameters, ``vmap``). To keep one shard's arithmetic independent of its group-mates, every
+buffers (MLP, SmallCNN) train ``group_size`` shards at a time on :mod:`course_lib.engine`
+(stacked parameters, ``vmap``; the same engine trains LegoNet's adapters). To keep one shard's arithmetic independent of its group-mates, every
 tensor has a fixed shape whatever the shards hold: mini-batches always have ``batch_size`` rows
 (padding rows are zeros with loss weight 0), shard ``s`` always sits in slot ``s % group_size``
 (we measured that the slot position alone changes the last bits of CPU batched matrix products),
@@ -59,142 +59,31 @@ SISA trains in float32 without autocast.
 from __future__ import annotations
 
 import copy
-import math
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from .. import config, models, train
+from .. import config, engine, models, train
 from ..device import exact_numerics
+from ..validation import NotFittedError, check_ids, check_int, check_number, check_sgd, check_xy
+from . import costs
+from .base import ExactEstimator, UnlearnReport, clone
+from .checkpoints import CheckpointStore, State, state_of
+from .sharding import ASSIGN_STREAM, assign, distribution_aware_shards
 
-__all__ = ["SISA", "UnlearnReport", "NotFittedError", "assign", "distribution_aware_shards"]
+__all__ = ["SISA", "UnlearnReport", "NotFittedError", "assign", "distribution_aware_shards", "clone"]
 
 Params = dict[str, torch.Tensor]
-State = dict[str, Params]            # {"params": ..., "buffers": ..., "momentum": ...}
 
 # Stream tags for config.derive_seed(seed, TAG, ...): one fixed length per tag.
-_INIT, _ORDER, _ASSIGN, _NOISE = 1, 2, 3, 4
-_MASK64 = (1 << 64) - 1
-
-
-class NotFittedError(_SklearnNotFittedError, RuntimeError):
-    """The SISA model is used before :meth:`SISA.fit`. A scikit-learn ``NotFittedError`` (hence
-    also a ``ValueError`` and an ``AttributeError``) and a ``RuntimeError``, so any of the usual
-    ``except`` clauses catches it."""
-
-
-# ----------------------------------------------------------------------------- layout
-
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, vectorised over uint64 (wrap-around arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _hash_ids(ids: torch.Tensor, seed: int) -> np.ndarray:
-    """A keyed 64-bit hash of every id, ``[n]`` uint64: a function of ``(seed, id)`` alone."""
-    key = np.uint64(config.derive_seed(seed, _ASSIGN))
-    x = ids.cpu().numpy().astype(np.uint64)
-    with np.errstate(over="ignore"):
-        return _splitmix64(key + (x + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15))
-
-
-def assign(ids, seed: int, n_shards: int, n_slices: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shard and slice of every id: ``(shard [n], slice [n])`` int64.
-
-    ``h = splitmix64(key + (id + 1) * 0x9E3779B97F4A7C15)`` with ``key = derive_seed(seed, 3)``;
-    ``shard = h % n_shards`` and ``slice = (h // n_shards) % n_slices``. A row's place depends
-    on ``(seed, id)`` only, not on how many rows there are or which others exist, so a refit on
-    the retained ids puts every remaining row where it was.
-    """
-    _check_int(n_shards, "n_shards", 1)
-    _check_int(n_slices, "n_slices", 1)
-    h = _hash_ids(_check_ids(ids, None), seed)
-    shard = (h % np.uint64(n_shards)).astype(np.int64)
-    slc = ((h // np.uint64(n_shards)) % np.uint64(n_slices)).astype(np.int64)
-    return torch.from_numpy(shard), torch.from_numpy(slc)
-
-
-def distribution_aware_shards(p, n_shards: int, sizes: Sequence[int] | None = None) -> torch.Tensor:
-    """Distribution-aware sharding (source 001, "Adaptive Unlearning"): shard of every row ``[n]``.
-
-    ``p [n]``: each row's (known or estimated) probability of a deletion request. Rows are
-    sorted by decreasing ``p`` (ties by position) and fill shard 0, then 1, ... with ``sizes[s]``
-    rows each (default: equal sizes, the first ``n % n_shards`` shards one row larger). The
-    likely-deleted rows thus share a few shards, and the other shards seldom get a request:
-    shards stay large (accuracy) while fewer shards are hit (cost). Pass the result as
-    ``SISA(shard_of=table)`` with ``table[id] = shard``.
-    """
-    _check_int(n_shards, "n_shards", 1)
-    p = torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p, dtype=torch.float64)
-    if p.ndim != 1 or p.numel() < n_shards:
-        raise ValueError(f"p must be 1-D with at least n_shards={n_shards} entries, got shape {tuple(p.shape)}")
-    if not torch.all((p >= 0) & (p <= 1)):
-        raise ValueError("p holds probabilities: every entry must lie in [0, 1]")
-    n = p.numel()
-    if sizes is None:
-        sizes = [n // n_shards + (s < n % n_shards) for s in range(n_shards)]
-    sizes = [int(v) for v in sizes]
-    if len(sizes) != n_shards or sum(sizes) != n or min(sizes) < 1:
-        raise ValueError(f"sizes must be {n_shards} positive counts summing to {n}, got {sizes}")
-    order = torch.argsort(-p, stable=True)
-    out = torch.empty(n, dtype=torch.int64)
-    out[order] = torch.repeat_interleave(torch.arange(n_shards), torch.tensor(sizes))
-    return out
-
-
-# ----------------------------------------------------------------------------- reports
-
-@dataclass
-class UnlearnReport:
-    """What one :meth:`SISA.unlearn` request did (or, from :meth:`SISA.retrain_cost`, would do).
-
-    ``ids``: removed ids (sorted); ``shards``: re-trained shards (sorted); ``from_slices``: for
-    each of them, the slice re-training started at (the earliest slice that lost a row; the
-    model resumed from the checkpoint saved after the slice before it, or from its initial
-    weights for slice 0); ``samples``: example-gradient evaluations of the re-training, i.e.
-    ``epochs_per_slice * |D_{s,1} u ... u D_{s,r}|`` summed over the re-trained slices ``r`` and
-    shards ``s`` (counted after the removal; a full fit of ``N`` rows with ``R = 1`` costs
-    ``epochs * N``); ``steps``: SGD steps; ``seconds``: wall clock of the request.
-    """
-
-    ids: list[int]
-    shards: list[int]
-    from_slices: list[int]
-    samples: int
-    steps: int
-    seconds: float = 0.0
-
-    def __getitem__(self, key: str):
-        """Dictionary-style access, ``report["samples"]``, as for the graded notebook's reports."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(f"{key!r}: a report has {', '.join(self.__dataclass_fields__)}")
-        return getattr(self, key)
-
-    def __str__(self) -> str:
-        where = ", ".join(f"{s} (from slice {r})" for s, r in zip(self.shards, self.from_slices))
-        return (f"unlearned {len(self.ids)} row(s): re-trained shard(s) {where} on {self.samples} samples "
-                f"({self.steps} steps) in {self.seconds * 1e3:.1f} ms")
-
-
-@dataclass
-class _Plan:
-    """Rows and per-step settings of one shard in one slice (padded mini-batches)."""
-
-    rows: torch.Tensor          # [T, B] positions into the cache; padding -> the zero row
-    weights: torch.Tensor       # [T, B] loss weight: 1 / rows in the batch, 0 for padding
-    lrs: torch.Tensor           # [T] learning rate per step
-    samples: int                # real (non-padding) rows summed over the steps
+_INIT, _ORDER, _ASSIGN, _NOISE = 1, 2, ASSIGN_STREAM, 4
 
 
 @dataclass
@@ -208,10 +97,12 @@ class _Data:
     slice: torch.Tensor         # [n]
     members: list[torch.Tensor]  # per shard: positions of its rows, ascending (= by id)
 
+    @property
+    def pad(self) -> int:
+        return int(self.ids.numel())
 
-# ----------------------------------------------------------------------------- the estimator
 
-class SISA:
+class SISA(ExactEstimator):
     """An ensemble of ``n_shards`` constituent models with exact unlearning by partial re-training.
 
     Parameters
@@ -250,7 +141,10 @@ class SISA:
     Fitted attributes: ``ids_`` (sorted ids of the rows still trained on), ``shard_`` and
     ``slice_`` (their places, ``[n]``), ``n_classes_``, ``params_`` (``{name: [S, ...]}``, the
     current constituent models), ``fit_samples_``, ``fit_steps_``, ``fit_seconds_``, and
-    ``requests_`` (the :class:`UnlearnReport` of every unlearning request, in order).
+    ``requests_`` (the :class:`~course_lib.exact.base.UnlearnReport` of every unlearning request, in order).
+
+    ``get_params`` / ``set_params`` / :func:`~course_lib.exact.base.clone` work as in scikit-learn
+    (e.g. ``sisa.set_params(aggregation="mean")`` on a fitted model changes only how it predicts).
     """
 
     def __init__(self, n_shards: int, n_slices: int, make_model: Callable[[], nn.Module],
@@ -258,20 +152,18 @@ class SISA:
                  lr: float = 0.05, batch_size: int = 32, momentum: float = 0.9, weight_decay: float = 5e-4,
                  schedule: str = "cosine", shard_of=None, vectorize: bool | None = None, group_size: int = 8,
                  checkpoint_dir: str | Path | None = None, device: str | torch.device | None = None):
-        _check_int(n_shards, "n_shards", 1)
-        _check_int(n_slices, "n_slices", 1)
-        _check_int(epochs_per_slice, "epochs_per_slice", 1)
-        _check_int(seed, "seed", 0)
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(group_size, "group_size", 1)
+        check_int(n_shards, "n_shards", 1)
+        check_int(n_slices, "n_slices", 1)
+        check_int(epochs_per_slice, "epochs_per_slice", 1)
+        check_int(seed, "seed", 0)
+        check_int(batch_size, "batch_size", 1)
+        check_int(group_size, "group_size", 1)
         if not callable(make_model):
             raise ValueError("make_model must be a zero-argument callable returning a fresh nn.Module")
         if aggregation not in ("vote", "mean"):
             raise ValueError(f"aggregation must be 'vote' or 'mean', got {aggregation!r}")
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-        if not (lr > 0 and 0 <= momentum < 1 and weight_decay >= 0):
-            raise ValueError(f"need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")
+        check_sgd(epochs_per_slice, batch_size, lr, momentum, weight_decay, schedule)
+        check_number(lr, "lr", 0.0, lo_open=True)
         if vectorize not in (None, True, False):
             raise ValueError(f"vectorize must be True, False or None (automatic), got {vectorize!r}")
         if shard_of is not None and not callable(shard_of):
@@ -285,6 +177,7 @@ class SISA:
         self.schedule, self.shard_of, self.vectorize, self.group_size = schedule, shard_of, vectorize, group_size
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self._store = CheckpointStore(self.checkpoint_dir, self.device)
 
     # ------------------------------------------------------------------ layout
 
@@ -317,7 +210,7 @@ class SISA:
         model depends only on the set of ``(id, row)`` pairs, not on their order.
         """
         train.check_xy(X, y, "training data")
-        ids = _check_ids(ids, X.shape[0])
+        ids = check_ids(ids, X.shape[0])
         probe = models.seeded(self.make_model, config.derive_seed(self.seed, _INIT, 0))
         if not isinstance(probe, nn.Module):
             raise ValueError(f"make_model must return an nn.Module, got {type(probe).__name__}")
@@ -344,8 +237,8 @@ class SISA:
         data = self._make_data(X[order], y[order], ids[order], shard, slc)
         with train.Stopwatch() as sw:
             ckpts, samples, steps = self._train(data, {s: 0 for s in range(self.n_shards)}, {})
-        if self.checkpoint_dir is not None and hasattr(self, "_ckpt"):
-            self._delete_files(self._ckpt.values())
+        if hasattr(self, "_ckpt"):
+            self._store.delete(self._ckpt.values())
         self._data, self._ckpt = data, ckpts
         self._refresh_params()
         self.fit_samples_, self.fit_steps_, self.fit_seconds_ = samples, steps, sw.seconds
@@ -360,56 +253,35 @@ class SISA:
         members = [torch.nonzero(shard == s).flatten() for s in range(self.n_shards)]
         return _Data(Xd, yd, ids, shard, slc, members)
 
-    def _plan(self, data: _Data, s: int, r: int) -> _Plan:
+    def _plan(self, data: _Data, s: int, r: int) -> engine.Plan:
         """Shard ``s`` at slice ``r``: its rows with slice <= r, sorted by id, permuted per epoch
-        and cut into ``ceil(m / batch_size)`` batches whose sizes differ by at most one (no
-        1-row tail batch, which batch norm could not train on)."""
-        B, E = self.batch_size, self.epochs_per_slice
+        (stream ``(seed, ORDER, s, r, epoch)``) and cut into even batches (:func:`engine.batch_plan`)."""
         pos = data.members[s]
         pos = pos[data.slice[pos] <= r]
-        m = pos.numel()
-        if m == 0:
-            return _Plan(torch.empty(0, B, dtype=torch.long), torch.empty(0, B), torch.empty(0), 0)
-        spe = -(-m // B)
-        pad = data.ids.numel()                            # index of the zero row
-        fill = m // spe + (torch.arange(spe) < m % spe)   # rows per batch, as even as possible
-        valid = (torch.arange(B)[None, :] < fill[:, None]).repeat(E, 1)          # [E * spe, B]
-        rows = torch.full((E * spe, B), pad, dtype=torch.long)
-        perms = []
-        for e in range(E):
+        orders = []
+        for e in range(self.epochs_per_slice if pos.numel() else 0):
             gen = torch.Generator().manual_seed(config.derive_seed(self.seed, _ORDER, s, r, e))
-            perms.append(pos[torch.randperm(m, generator=gen)])
-        rows[valid] = torch.cat(perms)
-        weights = valid.float() / valid.sum(1, keepdim=True).float()
-        T = rows.shape[0]
-        t = np.arange(T, dtype=np.float64)
-        lrs = self.lr * 0.5 * (1 + np.cos(np.pi * t / T)) if self.schedule == "cosine" else np.full(T, self.lr)
-        return _Plan(rows, weights, torch.from_numpy(lrs).float(), E * m)
+            orders.append(pos[torch.randperm(pos.numel(), generator=gen)])
+        return engine.batch_plan(orders, self.batch_size, data.pad, self.lr, self.schedule)
 
     def _init_state(self, s: int) -> State:
         m = models.seeded(self.make_model, config.derive_seed(self.seed, _INIT, s)).to(self.device)
-        params = {n: p.detach().clone() for n, p in m.named_parameters()}
-        return {"params": params, "buffers": {n: b.detach().clone() for n, b in m.named_buffers()},
-                "momentum": {n: torch.zeros_like(p) for n, p in params.items()}}
+        return state_of(m, {n: torch.zeros_like(p) for n, p in m.named_parameters()})
 
     def _train(self, data: _Data, start: dict[int, int], old: dict) -> tuple[dict, int, int]:
         """(Re-)train shards ``s`` from slice ``start[s]`` on; returns new checkpoints
-        ``{(s, r): state}`` (old ones untouched), samples and steps."""
-        resume = {s: (self._load(old[(s, r - 1)]) if r > 0 else self._init_state(s)) for s, r in start.items()}
-        with exact_numerics(self.device):
-            return self._train_all(data, start, resume)
-
-    def _train_all(self, data: _Data, start: dict[int, int], resume: dict[int, State]) -> tuple[dict, int, int]:
+        ``{(s, r): handle}`` (old ones untouched), samples and steps."""
+        resume = {s: (self._store.load(old[(s, r - 1)]) if r > 0 else self._init_state(s)) for s, r in start.items()}
         ckpts, samples, steps = {}, 0, 0
-        if self._vectorized:
-            G = min(self.group_size, self.n_shards)
-            for group in _groups(sorted(start), G):
-                n, t = self._train_group(data, group, start, resume, ckpts)
-                samples, steps = samples + n, steps + t
-        else:
-            for s in sorted(start):
-                n, t = self._train_one(data, s, start[s], resume[s], ckpts)
-                samples, steps = samples + n, steps + t
+        with exact_numerics(self.device):
+            if self._vectorized:
+                for group in engine.slot_groups(sorted(start), min(self.group_size, self.n_shards)):
+                    n, t = self._train_group(data, group, start, resume, ckpts)
+                    samples, steps = samples + n, steps + t
+            else:
+                for s in sorted(start):
+                    n, t = self._train_one(data, s, start[s], resume[s], ckpts)
+                    samples, steps = samples + n, steps + t
         return ckpts, samples, steps
 
     def _train_one(self, data: _Data, s: int, r0: int, state: State, ckpts: dict) -> tuple[int, int]:
@@ -426,94 +298,43 @@ class SISA:
             # random layers (dropout) draw from a stream named by (seed, shard, slice), never the global one
             with torch.random.fork_rng(devices=fork_on):
                 torch.manual_seed(config.derive_seed(self.seed, _NOISE, s, r))
-                for t in range(plan.rows.shape[0]):
+                for t in range(plan.steps):
                     keep = plan.weights[t] > 0
-                    idx = plan.rows[t][keep].to(self.device)
-                    w = plan.weights[t][keep].to(self.device)
+                    idx, w = plan.rows[t][keep].to(self.device), plan.weights[t][keep].to(self.device)
                     loss = (F.cross_entropy(model(data.X[idx]).float(), data.y[idx], reduction="none") * w).sum()
                     grads = torch.autograd.grad(loss, list(params.values()))
                     with torch.no_grad():
                         for (n, p), g in zip(params.items(), grads):
                             bufs[n].mul_(self.momentum).add_(g + p * self.weight_decay)
                             p.sub_(plan.lrs[t].item() * bufs[n])
-            samples, steps = samples + plan.samples, steps + plan.rows.shape[0]
-            ckpts[(s, r)] = self._save(s, r, {
-                "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-                "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
-                "momentum": {n: b.clone() for n, b in bufs.items()}})
+            samples, steps = samples + plan.samples, steps + plan.steps
+            ckpts[(s, r)] = self._store.save(s, r, state_of(model, bufs))
         return samples, steps
 
     def _train_group(self, data: _Data, group: list[int | None], start: dict[int, int],
                      resume: dict[int, State], ckpts: dict) -> tuple[int, int]:
-        """Shards of one group together; slot ``i`` holds shard ``group[i]`` (None: a dummy)."""
-        G, B, dev = len(group), self.batch_size, self.device
+        """Shards of one group together on the engine; slot ``i`` holds shard ``group[i]`` (None: a
+        zero dummy). A shard that starts at a later slice sits still (inactive) until then."""
         real = [s for s in group if s is not None]
         zero = {n: torch.zeros_like(p) for n, p in resume[real[0]]["params"].items()}
-        P = {n: torch.stack([resume[s]["params"][n] if s is not None else zero[n] for s in group])
-             for n in self._names}
-        M = {n: torch.stack([resume[s]["momentum"][n] if s is not None else zero[n] for s in group])
-             for n in self._names}
-
-        def loss_fn(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-            out = vmap(lambda p, x: functional_call(self._base, p, (x,)))(params, xb)      # [G, B, C]
-            ce = F.cross_entropy(out.float().flatten(0, 1), yb.flatten(), reduction="none")
-            return (ce * wb.flatten()).sum()
-
+        P = {n: torch.stack([resume[s]["params"][n] if s is not None else zero[n] for s in group]) for n in self._names}
+        M = {n: torch.stack([resume[s]["momentum"][n] if s is not None else zero[n] for s in group]) for n in self._names}
+        grads = engine.vmap_ce_grads(self._base, data.X, data.y)
         samples = steps = 0
         for r in range(min(start[s] for s in real), self.n_slices):
-            empty = _Plan(torch.empty(0, B, dtype=torch.long), torch.empty(0, B), torch.empty(0), 0)
-            plans = [self._plan(data, s, r) if s is not None and r >= start[s] else empty for s in group]
-            Ts = [p.rows.shape[0] for p in plans]
-            T = max(Ts)
-            pad = data.ids.numel()
-            rows = torch.full((G, T, B), pad, dtype=torch.long)
-            wts = torch.zeros(G, T, B)
-            lrs = torch.zeros(G, T)
-            for i, (p, Ti) in enumerate(zip(plans, Ts)):
-                rows[i, :Ti], wts[i, :Ti], lrs[i, :Ti] = p.rows, p.weights, p.lrs
-            active = (torch.arange(T)[None, :] < torch.tensor(Ts)[:, None]).to(dev)      # [G, T]
-            rows, wts, lrs = rows.to(dev), wts.to(dev), lrs.to(dev)
-            for t in range(T):
-                idx = rows[:, t]                                                          # [G, B]
-                with torch.enable_grad():
-                    Pg = {n: p.detach().requires_grad_() for n, p in P.items()}
-                    loss = loss_fn(Pg, data.X[idx], data.y[idx], wts[:, t])
-                    grads = torch.autograd.grad(loss, list(Pg.values()))
-                with torch.no_grad():
-                    for (n, p), g in zip(P.items(), grads):
-                        shape = (G,) + (1,) * (p.ndim - 1)
-                        on, lr = active[:, t].view(shape), lrs[:, t].view(shape)
-                        buf = M[n] * self.momentum + (g + p * self.weight_decay)
-                        M[n] = torch.where(on, buf, M[n])
-                        P[n] = torch.where(on, p - lr * buf, p)
+            plans = [self._plan(data, s, r) if s is not None and r >= start[s] else engine.Plan.empty(self.batch_size)
+                     for s in group]
+            P, M = engine.train_slots(P, M, plans, grads, pad=data.pad, momentum=self.momentum,
+                                      weight_decay=self.weight_decay, device=self.device)
             for i, s in enumerate(group):
                 if s is not None and r >= start[s]:
-                    samples, steps = samples + plans[i].samples, steps + Ts[i]
-                    ckpts[(s, r)] = self._save(s, r, {
+                    samples, steps = samples + plans[i].samples, steps + plans[i].steps
+                    ckpts[(s, r)] = self._store.save(s, r, {
                         "params": {n: P[n][i].clone() for n in self._names}, "buffers": {},
                         "momentum": {n: M[n][i].clone() for n in self._names}})
         return samples, steps
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def _save(self, s: int, r: int, state: State):
-        if self.checkpoint_dir is None:
-            return state
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"sisa_shard{s:03d}_slice{r:03d}_{uuid.uuid4().hex[:8]}.pt"
-        torch.save(state, path)
-        return path
-
-    def _load(self, ckpt) -> State:
-        if isinstance(ckpt, Path):
-            return torch.load(ckpt, map_location=self.device, weights_only=True)
-        return {k: {n: t.clone() for n, t in v.items()} for k, v in ckpt.items()}
-
-    @staticmethod
-    def _delete_files(ckpts) -> None:
-        for c in ckpts:
-            if isinstance(c, Path):
-                c.unlink(missing_ok=True)
+    # ------------------------------------------------------------------ checkpoints and inference
 
     def checkpoint(self, shard: int, slice: int) -> State:
         """The state of ``M_shard`` saved after ``slice`` (a copy): ``{"params", "buffers",
@@ -522,10 +343,10 @@ class SISA:
         if not (0 <= shard < self.n_shards and 0 <= slice < self.n_slices):
             raise ValueError(f"need 0 <= shard < {self.n_shards} and 0 <= slice < {self.n_slices}, "
                              f"got {shard}, {slice}")
-        return self._load(self._ckpt[(shard, slice)])
+        return self._store.load(self._ckpt[(shard, slice)])
 
     def _refresh_params(self) -> None:
-        last = [self._load(self._ckpt[(s, self.n_slices - 1)]) for s in range(self.n_shards)]
+        last = [self._store.load(self._ckpt[(s, self.n_slices - 1)]) for s in range(self.n_shards)]
         self.params_ = {n: torch.stack([st["params"][n] for st in last]) for n in self._names}
         self._buffers = [st["buffers"] for st in last]
 
@@ -580,7 +401,7 @@ class SISA:
 
     def score(self, X: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy in percent (0-100)."""
-        train.check_xy(X, y, "evaluation data")
+        check_xy(X, y, "evaluation data")
         return 100.0 * (self.predict(X) == y.cpu()).double().mean().item()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -630,7 +451,7 @@ class SISA:
         self._check_fitted()
         if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
             ids = [int(ids)]
-        ids = _check_ids(ids, None, what="ids to unlearn")
+        ids = check_ids(ids, None, what="ids to unlearn")
         ids = torch.sort(ids).values
         pos = torch.searchsorted(self._data.ids, ids).clamp(max=max(self._data.ids.numel() - 1, 0))
         present = self._data.ids[pos] == ids
@@ -646,13 +467,6 @@ class SISA:
                              "(nothing was changed)")
         return ids, pos
 
-    def _affected(self, pos: torch.Tensor) -> dict[int, int]:
-        """``{shard: earliest slice that loses a row}``."""
-        start: dict[int, int] = {}
-        for s, r in zip(self._data.shard[pos].tolist(), self._data.slice[pos].tolist()):
-            start[s] = min(r, start.get(s, r))
-        return dict(sorted(start.items()))
-
     def _without(self, pos: torch.Tensor) -> _Data:
         keep = torch.ones(self._data.ids.numel() + 1, dtype=torch.bool)
         keep[pos] = False
@@ -662,25 +476,23 @@ class SISA:
                      d.shard[n_keep], d.slice[n_keep],
                      [torch.nonzero(d.shard[n_keep] == s).flatten() for s in range(self.n_shards)])
 
+    def _cost(self, pos: torch.Tensor) -> dict:
+        removed = torch.zeros(self._data.ids.numel(), dtype=torch.bool)
+        removed[pos] = True
+        return costs.sisa_request_cost(self._data.shard, self._data.slice, removed, n_slices=self.n_slices,
+                                       epochs_per_slice=self.epochs_per_slice, batch_size=self.batch_size)
+
     def retrain_cost(self, ids) -> UnlearnReport:
         """What :meth:`unlearn` would re-train for these ids, without training or changing
-        anything (``seconds`` is 0): a deterministic cost measure for plots and simulations."""
+        anything (``seconds`` is 0): a deterministic cost measure for plots and simulations
+        (:func:`course_lib.exact.costs.sisa_request_cost`)."""
         ids, pos = self._validate_request(ids)
-        start = self._affected(pos)
-        rest = torch.ones(self._data.ids.numel(), dtype=torch.bool)
-        rest[pos] = False
-        samples = steps = 0
-        B, E = self.batch_size, self.epochs_per_slice
-        for s, r0 in start.items():
-            mine = rest & (self._data.shard == s)
-            for r in range(r0, self.n_slices):
-                m = int((mine & (self._data.slice <= r)).sum())
-                samples += E * m
-                steps += E * -(-m // B)
-        return UnlearnReport(ids.tolist(), list(start), list(start.values()), samples, steps, 0.0)
+        c = self._cost(pos)
+        return UnlearnReport(ids.tolist(), c["shards"], c["samples"], c["steps"], 0.0, unit="shard",
+                             details={"from_slices": c["from_slices"]})
 
     def unlearn(self, ids) -> UnlearnReport:
-        """Exactly remove the rows with these ids; returns an :class:`UnlearnReport`.
+        """Exactly remove the rows with these ids; returns an :class:`~course_lib.exact.base.UnlearnReport`.
 
         Each affected shard resumes from the checkpoint saved before its earliest affected slice
         (its initial weights for slice 0) and re-trains the remaining slices on what is left.
@@ -690,16 +502,17 @@ class SISA:
         """
         t0 = time.perf_counter()
         ids, pos = self._validate_request(ids)
-        start = self._affected(pos)
+        c = self._cost(pos)
+        start = dict(zip(c["shards"], c["from_slices"]))
         data = self._without(pos)
         ckpts, samples, steps = self._train(data, start, self._ckpt)
         replaced = [self._ckpt[k] for k in ckpts]
         self._data = data
         self._ckpt.update(ckpts)
-        self._delete_files(replaced)
+        self._store.delete(replaced)
         self._refresh_params()
-        report = UnlearnReport(ids.tolist(), list(start), list(start.values()), samples, steps,
-                               time.perf_counter() - t0)
+        report = UnlearnReport(ids.tolist(), list(start), samples, steps, time.perf_counter() - t0, unit="shard",
+                               details={"from_slices": list(start.values())})
         self.requests_.append(report)
         for i in report.ids:
             self._removed[i] = len(self.requests_)
@@ -707,15 +520,9 @@ class SISA:
 
     def expected_cost(self, p, ids=None) -> float:
         """Expected samples re-trained when every row ``i`` independently asks for deletion with
-        probability ``p[i]`` and all requests are served in one :meth:`unlearn` call.
-
-        With ``U_{s,r}`` the rows of slices ``1..r`` of shard ``s`` and ``K_{s,r}`` the requests
-        among them, slice ``r`` is re-trained iff ``K_{s,r} >= 1``, on ``U_{s,r} - K_{s,r}`` rows;
-        since ``K 1[K >= 1] = K``, the expectation is exactly
-        ``E * sum_{s,r} ( |U_{s,r}| (1 - prod_{i in U_{s,r}} (1 - p_i)) - sum_{i in U_{s,r}} p_i )``
-        (the number of requests per shard is Poisson-binomial, source 001). ``p [n]`` is aligned
-        with ``ids`` (default: ``ids_``, the current rows in id order).
-        """
+        probability ``p[i]`` and all requests are served in one :meth:`unlearn` call
+        (:func:`course_lib.exact.costs.sisa_expected_cost`). ``p [n]`` is aligned with ``ids``
+        (default: ``ids_``, the current rows in id order)."""
         self._check_fitted()
         p = torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p, dtype=torch.float64).cpu()
         if ids is None:
@@ -724,7 +531,7 @@ class SISA:
                                  f"got shape {tuple(p.shape)}")
             q = p
         else:
-            ids = _check_ids(ids, p.numel(), what="ids")
+            ids = check_ids(ids, p.numel(), what="ids")
             if p.ndim != 1:
                 raise ValueError("p must be 1-D, aligned with ids")
             q = torch.zeros(self._data.ids.numel(), dtype=torch.float64)
@@ -734,59 +541,5 @@ class SISA:
             q[pos] = p
         if not torch.all((q >= 0) & (q <= 1)):
             raise ValueError("p holds probabilities: every entry must lie in [0, 1]")
-        log_keep = torch.log1p(-q.clamp(max=1.0))
-        total = 0.0
-        for s in range(self.n_shards):
-            mine = self._data.shard == s
-            for r in range(self.n_slices):
-                u = mine & (self._data.slice <= r)
-                n = int(u.sum())
-                if n:
-                    total += n * (1 - math.exp(float(log_keep[u].sum()))) - float(q[u].sum())
-        return self.epochs_per_slice * total
-
-    def __repr__(self) -> str:
-        return (f"SISA(n_shards={self.n_shards}, n_slices={self.n_slices}, epochs_per_slice={self.epochs_per_slice}, "
-                f"aggregation={self.aggregation!r}, seed={self.seed})")
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def _groups(shards: list[int], G: int) -> list[list[int | None]]:
-    """Groups of ``G`` slots; shard ``s`` always sits in slot ``s % G``; free slots are None."""
-    by_slot: dict[int, list[int]] = {}
-    for s in sorted(shards):
-        by_slot.setdefault(s % G, []).append(s)
-    depth = max((len(v) for v in by_slot.values()), default=0)
-    return [[by_slot[i][c] if c < len(by_slot.get(i, [])) else None for i in range(G)] for c in range(depth)]
-
-
-def _check_int(v, name: str, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-
-def _check_ids(ids, N: int | None, what: str = "ids") -> torch.Tensor:
-    """Unique non-negative integer ids as an int64 CPU tensor; ``None`` gives ``arange(N)``."""
-    if ids is None:
-        if N is None:
-            raise ValueError(f"{what} must be given")
-        return torch.arange(N)
-    try:
-        t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{what} must be a 1-D list of integers, got {type(ids).__name__}: {exc}") from None
-    if t.ndim != 1 or t.numel() == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D list of integers, got shape {tuple(t.shape)}")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{what} must be integers, got dtype {t.dtype}")
-    t = t.long().cpu()
-    if N is not None and t.numel() != N:
-        raise ValueError(f"{what} must have one id per row: {t.numel()} ids for {N} rows")
-    if int(t.min()) < 0:
-        raise ValueError(f"{what} must be non-negative, got {t[t < 0][:5].tolist()}")
-    s = torch.sort(t).values
-    dup = s[1:][s[1:] == s[:-1]]
-    if dup.numel():
-        raise ValueError(f"{what} has duplicates: {torch.unique(dup)[:5].tolist()}")
-    return t
+        return costs.sisa_expected_cost(self._data.shard, self._data.slice, q, n_shards=self.n_shards,
+                                        n_slices=self.n_slices, epochs_per_slice=self.epochs_per_slice)
