@@ -8,20 +8,45 @@ every T, but every *attack* that looks at one number per model is such a set. Th
    (:mod:`course_lib.stacked` trains them all at once);
 2. score every forget example under every model with the logit-scaled confidence
    ``log p_y - log sum_{k != y} p_k`` (:func:`logit_scaled_confidence`): ``[N, n_forget]``;
-3. per example, run every threshold attack "score > t => population a" (and the reverse)
-   and turn its false-positive / false-negative rates into a lower bound on ε
+3. per example, turn the false-positive / false-negative rates of attacks into an ε
    (:func:`epsilon_per_example`);
-4. bucket the ε values and average into a forgetting quality ``F`` in (0, 1]
-   (:func:`forgetting_quality`), and multiply by the utility ratios (:func:`final_score`).
+4. bucket the ε values and average into a forgetting quality ``F`` (:func:`forgetting_quality`),
+   and multiply by the utility ratios (:func:`final_score`).
 
-Resolution. With ``N`` models per population the smallest non-zero rate is ``1/N``, so no
-audit with ``N`` models can report an ε much above ``log N`` (:func:`epsilon_cap`). The
-plain estimate (``confidence=None``, as in the competition) is also biased upwards: two
-samples from the *same* distribution give ε of about 1.4 on average for any ``N``, because
-the extreme thresholds rest on a handful of models. The default therefore replaces each rate
-by its one-sided Clopper-Pearson upper bound at 95% (as privacy audits do): the result is a
-high-confidence lower bound on ε, about 0 for identical distributions, at the price of a
-lower cap (2.3 for ``N = 32``, 4.4 for ``N = 256``).
+Two estimators (``estimator=``):
+
+* ``"course"`` (default): every one-threshold attack "score > t => a" *and* its reverse, at every
+  split of the pooled scores, with each rate replaced by its one-sided Clopper-Pearson upper
+  limit (``confidence=0.95``) or, with ``confidence=None``, by the plain rate clamped to at least
+  ``1/N`` (the plain estimate). Symmetric in a and b, depends on ranks only, capped near
+  ``log N`` (:func:`epsilon_cap`), and never gives zero credit. The plain estimate is biased
+  upwards: two samples of the *same* distribution read ε of about 1.4 for any N (F about 0.22
+  with N = 32), because the extreme thresholds rest on a handful of models; the 95% version
+  reads about 0 there, at the price of a lower cap (2.3 for N = 32, 4.4 for N = 256).
+  "95%" holds *per rate*: one attack's ε uses two rates (so at least 90% for that attack, by a
+  union bound), the thresholds are chosen from the same scores, and the maximum over all
+  attacks carries no confidence guarantee. Read it as a deflated estimate, not a certificate.
+* ``"competition"``: the rule of the competition's public scoring code
+  (google-deepmind/unlearning_evaluation, ``metric.py``: ``_get_single_threshold_rates``,
+  ``_get_double_threshold_rates``, ``_get_epsilons``, ``compute_forget_score_from_confs``;
+  Triantafillou et al. 2024, arXiv:2406.09073, describe it in words). It differs in four ways:
+  (i) besides one-threshold attacks it runs two-threshold *interval* attacks "score in [l, r]
+  => the population with the smaller range"; (ii) one-threshold attacks go one way only:
+  "score >= t => the population with the larger median"; (iii) an attack whose FPR or FNR is 0
+  is discarded (the course clamps the rate to 1/N); (iv) a perfect split (FPR = FNR = 0) or a
+  population whose range is under 1% of the other's gives ε = 50 (:data:`COMPETITION_EPSILON`),
+  which its bucketing scores 0. Its thresholds are a grid (100 per score unit; the one-threshold
+  grid in float32, as ``torch.linspace`` makes it there; intervals only near the narrower
+  population, of width within 2 of its range) and its rates and ε are float32; we reproduce all
+  of that (rates are ``k/N`` rounded to float32; a GPU mean may differ in the last bit when N is
+  not a power of two). Its bias is of the same kind as the plain estimate's: identical
+  unit-variance distributions with N = 32 read ε of about 1.6 (F about 0.18; 0.17 with N = 512).
+  Because the grid is in score units, this depends on the scale of the scores (F about 0.11 for
+  standard deviation 0.3, 0.21 for 10), unlike the course's rank-based estimators.
+
+Why they differ: the course asks "what ε can N models show?" (rank-based, both directions,
+rates never 0 so ε stays finite and capped); the competition ranks submissions, so it punishes
+collapse or separation outright (zero credit) and ignores attacks that rest on an empty count.
 """
 from __future__ import annotations
 
@@ -31,10 +56,16 @@ import warnings
 import numpy as np
 import torch
 
-#: The competition's bucketing (from public copies of its evaluation code): bins of width 0.5
-#: starting at 0, per-example credit 2 / 2**n with n the 1-based bin index, so ε in [0, 0.5)
-#: earns 1, [0.5, 1) earns 1/2, ...; 13 bins (ε >= 6 earns 2**-12) for its 512 models.
+from course_lib.validation import check_delta
+
+#: Bucket width of the forgetting quality: per-example credit ``2 / 2**n`` with ``n`` the 1-based
+#: bucket ``1 + floor(ε / 0.5)``, so ε in [0, 0.5) earns 1, [0.5, 1) earns 1/2, ...
 BIN_WIDTH = 0.5
+#: The estimators of :func:`epsilon_per_example` (see the module docstring).
+ESTIMATORS = ("course", "competition")
+#: The competition's ε for a perfectly separated or collapsed example (its ``EPSILON_CAP``).
+COMPETITION_EPSILON = 50.0
+_PER_UNIT, _BUFFER, _N_LEFT = 100, 2.0, 400    # the competition's threshold grid
 
 
 def logit_scaled_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -78,18 +109,18 @@ def _as_scores(x, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _check_delta(delta: float) -> float:
-    if not (isinstance(delta, (int, float, np.floating)) and 0.0 < float(delta) < 1.0):
-        raise ValueError(f"delta must lie strictly between 0 and 1, got {delta!r}")
-    return float(delta)
-
-
 def _check_confidence(confidence: float | None) -> float | None:
     if confidence is None:
         return None
     if not (isinstance(confidence, (int, float, np.floating)) and 0.5 <= float(confidence) < 1.0):
         raise ValueError(f"confidence must lie in [0.5, 1) (or be None for the plain estimate), got {confidence!r}")
     return float(confidence)
+
+
+def _check_estimator(estimator) -> str:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}")
+    return estimator
 
 
 def _rate_tables(n: int, confidence: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -110,48 +141,68 @@ def _rate_tables(n: int, confidence: float | None) -> tuple[np.ndarray, np.ndarr
 
 
 def epsilon_cap(n_models: int, delta: float = 1e-5, confidence: float | None = 0.95) -> float:
-    """The largest ε :func:`epsilon_per_example` can report with ``n_models`` per population
+    """The largest ε the course estimator can report with ``n_models`` per population
     (two perfectly separated samples): ``log((1 - δ - r0) / r0')`` with the rates of a zero
     count. Plain estimate: ``log((1 - δ) n)``; 95% bound: 2.32 for n = 32, 4.44 for n = 256, and 0
-    for n < 5 (so few models cannot show any ε with 95% confidence)."""
+    for n < 5 (so few models cannot show any ε with 95% confidence). The competition's estimator
+    has no such cap: its largest finite ε is about ``log(n - 1)``, and it flags a perfect split
+    with :data:`COMPETITION_EPSILON`."""
     if not isinstance(n_models, (int, np.integer)) or n_models < 2:
         raise ValueError(f"n_models must be an integer >= 2, got {n_models!r}")
     num, den = _rate_tables(int(n_models), _check_confidence(confidence))
-    slack = 1.0 - _check_delta(delta) - num[0]
+    slack = 1.0 - check_delta(delta) - num[0]
     return float(max(0.0, math.log(slack / den[0]))) if slack > 0 else 0.0
 
 
-def epsilon_per_example(scores_a, scores_b, delta: float = 1e-5, *, confidence: float | None = 0.95) -> np.ndarray:
+def epsilon_per_example(scores_a, scores_b, delta: float = 1e-5, *, estimator: str = "course",
+                        confidence: float | None = 0.95) -> np.ndarray:
     """Per-example ε from two populations of scores by threshold attacks.
 
-    ``scores_a``, ``scores_b``: ``[n_models, n_examples]`` (same shape, finite; e.g. the
-    logit-scaled confidences of the forget examples under ``n_models`` unlearned and
-    ``n_models`` retrained models). Returns ``[n_examples]`` float64, each in
-    ``[0, epsilon_cap(n_models, delta, confidence)]``.
+    ``scores_a``, ``scores_b``: ``[n_models, n_examples]`` (same shape, finite): the
+    logit-scaled confidences of the forget examples under ``n_models`` unlearned (a) and
+    ``n_models`` retrained (b) models. Returns ``[n_examples]`` float64.
 
-    For one example and every threshold ``t`` between the pooled scores, the attack "score > t
-    => a" has ``FPR = Pr_b(score > t)`` and ``FNR = Pr_a(score <= t)``; an (ε, δ) guarantee in
-    both directions forces ``ε >= log((1 - δ - FPR) / FNR)`` and ``ε >= log((1 - δ - FNR) /
-    FPR)``. We take the largest value over all thresholds, over the reversed attack "score <=
-    t => a" too (so the result is symmetric in a and b), and over 0.
+    ``estimator="course"`` (default): for one example and every threshold ``t`` between the
+    pooled scores, the attack "score > t => a" has ``FPR = Pr_b(score > t)`` and ``FNR =
+    Pr_a(score <= t)``; an (ε, δ) guarantee in both directions forces ``ε >= log((1 - δ - FPR) /
+    FNR)`` and ``ε >= log((1 - δ - FNR) / FPR)``. We take the largest value over all thresholds,
+    over the reversed attack "score <= t => a" too (so the result is symmetric in a and b), and
+    over 0; each value lies in ``[0, epsilon_cap(n_models, delta, confidence)]``.
+    ``confidence=0.95``: each rate is replaced by its one-sided Clopper-Pearson upper limit, so
+    each *rate* is bounded with 95% confidence (not the maximum over attacks: see the module
+    docstring); about 0 for two samples of one distribution. ``confidence=None``: the plain
+    estimate, rates clamped to at least ``1/n_models`` so ε stays finite (about 1.4 there).
 
-    ``confidence=0.95`` (default): each rate is replaced by its one-sided Clopper-Pearson
-    upper limit, giving a lower bound on ε that holds with high confidence; about 0 when the
-    two populations come from the same distribution. ``confidence=None``: the plain estimate
-    of the competition, with rates clamped to at least ``1/n_models`` so ε stays finite; it
-    reads about 1.4 even for identical distributions (see the module docstring).
+    ``estimator="competition"``: the competition's rule (module docstring: interval attacks,
+    one direction, attacks with a zero rate discarded, ε = 50 for a perfect split or a
+    population whose range is under 1% of the other's). Values lie in ``[0, log(n - 1)) ∪
+    {50}``. Where a is "unlearned" matters only for ties: equal medians make a the positive
+    class, as there. Choices where the competition's code gives no answer: if every attack is
+    discarded (e.g. two identical constant populations, where that code stops with an assertion
+    error) we return 0. ``confidence`` does not apply: leave it at its default or pass None;
+    any other value is refused rather than silently ignored. Cost: about 1.6e5 interval attacks
+    per example (a loop over examples, some 15 ms each on a CPU), against microseconds for "course".
     """
     a = _as_scores(scores_a, "scores_a")
     b = _as_scores(scores_b, "scores_b")
     if a.shape != b.shape:
         raise ValueError(f"scores_a {a.shape} and scores_b {b.shape} must have the same shape "
                          f"[n_models, n_examples]")
-    delta = _check_delta(delta)
-    confidence = _check_confidence(confidence)
+    delta = check_delta(delta)
+    if _check_estimator(estimator) == "competition":
+        if confidence is not None and confidence != 0.95:
+            raise ValueError(f"the competition's estimator has no confidence bound; leave confidence at "
+                             f"its default or pass None, got {confidence!r}")
+        table = _competition_table(a.shape[0], delta)
+        return np.array([_competition_example(a[:, j], b[:, j], table) for j in range(a.shape[1])])
+    return _course_epsilon(a, b, delta, _check_confidence(confidence))
+
+
+def _course_epsilon(a: np.ndarray, b: np.ndarray, delta: float, confidence: float | None) -> np.ndarray:
     n, m = a.shape
     if epsilon_cap(n, delta, confidence) == 0.0:
         warnings.warn(f"with {n} models per population the {confidence:.0%} lower bound on ε is always 0; "
-                      f"use more models (the competition used 512) or confidence=None", stacklevel=2)
+                      f"use more models (the competition used 512) or confidence=None", stacklevel=3)
     num, den = _rate_tables(n, confidence)
     slack = 1.0 - delta - num
     with np.errstate(divide="ignore"):
@@ -175,20 +226,77 @@ def epsilon_per_example(scores_a, scores_b, delta: float = 1e-5, *, confidence: 
     return np.maximum(eps, 0.0)
 
 
-def forgetting_quality(eps, n_models: int, *, bin_width: float = BIN_WIDTH) -> float:
-    """Forgetting quality ``F = mean_s 2 / 2**n(ε_s)`` in (0, 1].
+def _competition_table(n: int, delta: float) -> np.ndarray:
+    """ε of an attack with ``tp`` true and ``fp`` false positives out of ``n`` + ``n``, as
+    ``table[tp, fp]``, in float32 as the competition computes it: ``inf`` for a perfect split,
+    NaN for a discarded attack (FPR or FNR is 0, or both ε formulas undefined)."""
+    k = np.arange(n + 1).astype(np.float32)
+    fnr = ((np.float32(n) - k) / np.float32(n))[:, None]         # by tp; k/n rounded to float32
+    fpr = (k / np.float32(n))[None, :]                           # by fp
+    keep = np.float32(1.0 - delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e1 = np.log(keep - fpr) - np.log(fnr)
+        e2 = np.log(keep - fnr) - np.log(fpr)
+    eps = np.clip(np.fmax(e1, e2), 0, None)                      # fmax: NaN only if both are NaN
+    eps[(fnr * fpr) == 0] = np.nan
+    eps[n, 0] = np.inf
+    return eps
 
-    ``eps``: ``[n_examples]`` per-example ε (from :func:`epsilon_per_example`); ``n_models``:
-    models per population in that audit. The bin index is ``n(ε) = 1 + floor(ε / bin_width)``,
-    so ε < 0.5 earns full credit, [0.5, 1) half, and so on; it is capped at
-    ``1 + floor(log(n_models) / bin_width)``, because no audit with ``n_models`` models can tell
-    ε values above ``log(n_models)`` apart. With the competition's 512 models this gives its
-    13 bins (bin edges 0, 0.5, ..., 6).
 
-    The bucketing (width 0.5, credit 2/2^n, 13 bins for 512 models) is taken from public copies
-    of the competition's evaluation code, not from the organisers' own text; check their
-    description if you need it to the letter. Note the floor it implies: with the default 95%
-    bound and 32 models no ε exceeds 2.32, so F cannot drop below 2/2**5 = 0.0625.
+def _competition_example(u: np.ndarray, r: np.ndarray, table: np.ndarray) -> float:
+    """The competition's ε for one example: ``u`` unlearned, ``r`` retrained scores ``[n]``."""
+    n = len(u)
+    pos, neg = (r, u) if np.median(r) > np.median(u) else (u, r)
+    d_pos, d_neg = np.ptp(pos), np.ptp(neg)
+    small, large = min(d_pos, d_neg), max(d_pos, d_neg)
+    if large > 0 and small / large < 0.01:                       # one population collapsed: flag
+        return COMPETITION_EPSILON
+    # count both populations at once: v is the pooled sorted scores, cum[:, i] = (#pos, #neg) below v[i]
+    order = np.argsort(np.concatenate([pos, neg]), kind="stable")
+    v = np.concatenate([pos, neg])[order]
+    cum = np.zeros((2, 2 * n + 1), dtype=np.int64)
+    cum[0, 1:], cum[1, 1:] = np.cumsum(order < n), np.cumsum(order >= n)
+    # (ii) one threshold, one direction: "score >= t => pos", t on a float32 grid from torch.linspace
+    t = torch.linspace(v[0], v[-1], math.ceil((v[-1] - v[0]) * _PER_UNIT)).double().numpy()
+    counts = [(n - cum[:, np.searchsorted(v, t, side="left")]).reshape(2, -1)]
+    # (i) intervals "l <= score <= r => peaky" (the smaller range; ties: neg), width within 2 of it
+    peaky = 1 if d_pos >= d_neg else 0                           # row of cum: 0 = pos, 1 = neg
+    p_lo, p_hi = (neg if peaky else pos).min(), (neg if peaky else pos).max()
+    right = np.linspace((p_lo + small) - _BUFFER, p_hi + _BUFFER,
+                        math.ceil(((p_hi + _BUFFER) - ((p_lo + small) - _BUFFER)) * _PER_UNIT))
+    left = np.linspace((right - small) - _BUFFER, (right - small) + _BUFFER, _N_LEFT, axis=-1)
+    i_r = np.searchsorted(v, right, side="right")[:, None]      # #pooled <= r
+    i_l = np.minimum(np.searchsorted(v, left, side="left"), i_r)  # #pooled < l (l > r: empty interval)
+    pairs = np.flatnonzero(np.bincount((i_l * (2 * n + 1) + i_r).ravel(), minlength=(2 * n + 1) ** 2))
+    inside = cum[:, pairs % (2 * n + 1)] - cum[:, pairs // (2 * n + 1)]
+    counts.append(inside[[peaky, 1 - peaky]])                    # (tp, fp): the peaky one is positive
+    # (iii), (iv): the table discards attacks with a zero rate and gives inf to a perfect split
+    tp, fp = np.concatenate(counts, axis=1)
+    used = np.zeros_like(table, dtype=bool)
+    used[tp, fp] = True
+    vals = table[used & ~np.isnan(table)]
+    return float(min(vals.max(), COMPETITION_EPSILON)) if vals.size else 0.0
+
+
+def forgetting_quality(eps, n_models: int, *, bin_width: float = BIN_WIDTH, estimator: str = "course") -> float:
+    """Forgetting quality ``F = mean_s credit(ε_s)``, with credit ``2 / 2**n(ε)`` and the bucket
+    ``n(ε) = 1 + floor(ε / bin_width)``: ε < 0.5 earns full credit, [0.5, 1) half, and so on.
+
+    ``eps``: ``[n_examples]`` per-example ε (from :func:`epsilon_per_example` with the same
+    ``estimator``); ``n_models``: models per population in that audit. The two rules differ only
+    at the top:
+
+    * ``"course"``: the bucket is capped at ``1 + floor(log(n_models) / bin_width)``, because no
+      audit with ``n_models`` models can tell ε values above ``log(n_models)`` apart; every
+      example earns some credit, F in (0, 1]. (512 models: 13 buckets, the last from ε = 6.)
+      Note the floor this implies: with the 95% bound and 32 models no ε exceeds 2.32, so F
+      cannot drop below 2/2**5 = 0.0625.
+    * ``"competition"``: buckets of width 0.5 up to ``ceil(log(n_models - 1))`` (4 for 32 models,
+      8 buckets; 7 for 512, 14 buckets), and ε at or beyond that earns **zero** credit, so a flagged
+      example (ε = 50) scores 0 and F lies in [0, 1]. Only ``bin_width=0.5`` is accepted here.
+
+    An ε of exactly 50 under the course rule is refused: it is the competition's flag, and the
+    course's buckets would give it credit.
     """
     e = eps.detach().cpu().numpy() if isinstance(eps, torch.Tensor) else np.asarray(eps, dtype=np.float64)
     if e.ndim != 1 or e.size == 0:
@@ -199,6 +307,15 @@ def forgetting_quality(eps, n_models: int, *, bin_width: float = BIN_WIDTH) -> f
         raise ValueError(f"n_models must be an integer >= 2, got {n_models!r}")
     if not (isinstance(bin_width, (int, float)) and bin_width > 0):
         raise ValueError(f"bin_width must be > 0, got {bin_width!r}")
+    if _check_estimator(estimator) == "competition":
+        if bin_width != BIN_WIDTH:
+            raise ValueError(f"the competition's buckets have width {BIN_WIDTH}; got bin_width={bin_width!r}")
+        n_buckets = 2 * math.ceil(math.log(int(n_models) - 1))
+        bucket = np.floor(np.minimum(e, 1e6) / BIN_WIDTH)       # 0-based
+        return float(np.mean(np.where(bucket < n_buckets, 2.0 ** -bucket, 0.0)))
+    if np.any(e == COMPETITION_EPSILON):
+        raise ValueError("eps contains 50, the competition estimator's flag for a collapsed or separated "
+                         "example; score those with estimator='competition'")
     top = 1 + int(math.floor(math.log(int(n_models)) / bin_width))
     bins = np.minimum(np.floor(np.minimum(e, 1e6) / bin_width), top - 1).astype(np.int64) + 1
     return float(np.mean(2.0 / 2.0 ** bins))
@@ -208,11 +325,12 @@ def final_score(forgetting: float, ra_unlearned: float, ra_retrained: float,
                 ta_unlearned: float, ta_retrained: float) -> float:
     """The competition's score ``F * (RA_u / RA_r) * (TA_u / TA_r)``.
 
-    Accuracies in any common unit (percent or fraction), averaged over each population's models.
-    A method that forgets well but loses accuracy is penalised by the ratios.
+    ``forgetting`` in [0, 1] (0 is reachable under the competition's rule). Accuracies in any
+    common unit (percent or fraction), averaged over each population's models. A method that
+    forgets well but loses accuracy is penalised by the ratios.
     """
-    if not (0.0 < float(forgetting) <= 1.0):
-        raise ValueError(f"forgetting quality must lie in (0, 1], got {forgetting!r}")
+    if not (0.0 <= float(forgetting) <= 1.0):
+        raise ValueError(f"forgetting quality must lie in [0, 1], got {forgetting!r}")
     vals = dict(ra_unlearned=ra_unlearned, ra_retrained=ra_retrained,
                 ta_unlearned=ta_unlearned, ta_retrained=ta_retrained)
     for k, v in vals.items():

@@ -169,3 +169,129 @@ def test_evaluate_refuses_diverged_models(digits):
         metrics.evaluate(Nan(0), digits, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="every test example"):
         metrics.evaluate(Constant(0), digits, torch.tensor([0]), exclude_classes=list(range(10)))
+
+
+# --- attack features (MIA variants of sources 002 and 003) -------------------------------
+
+HAND_LOGITS = torch.tensor([[math.log(2), 0.0, 0.0], [0.0, math.log(3), 0.0], [100.0, 0.0, 0.0]])
+HAND_Y = torch.tensor([1, 1, 0])  # wrong, right, right
+
+
+def test_attack_features_by_hand():
+    """Softmax rows (1/2, 1/4, 1/4), (1/5, 3/5, 1/5), (~1, ~0, ~0) give the hand-computed
+    true-class and max confidences, entropies and correctness bits."""
+    f = {k: metrics.attack_features(HAND_LOGITS, HAND_Y, k) for k in metrics.ATTACK_FEATURES}
+    np.testing.assert_allclose(f["confidence"], [1 / 4, 3 / 5, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(f["max_confidence"], [1 / 2, 3 / 5, 1.0], rtol=1e-6)
+    h1 = -(2 * 0.2 * math.log(0.2) + 0.6 * math.log(0.6))
+    np.testing.assert_allclose(f["entropy"], [1.5 * math.log(2), h1, 0.0], rtol=1e-6, atol=1e-30)
+    assert f["correctness"].tolist() == [0.0, 1.0, 1.0]
+    for v in f.values():
+        assert v.dtype == np.float64 and v.shape == (3,)
+    assert np.array_equal(metrics.attack_features(HAND_LOGITS, HAND_Y), f["confidence"]), "default"
+    same = metrics.attack_features(HAND_LOGITS.numpy(), HAND_Y.numpy(), "max_confidence")
+    assert np.array_equal(same, f["max_confidence"]), "numpy inputs give the same values"
+
+
+def test_correctness_is_a_zero_one_argmax_match():
+    """Correctness is exactly 0 or 1 and equals argmax == label on random logits."""
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(500, 7, generator=g), torch.randint(0, 7, (500,), generator=g)
+    c = metrics.attack_features(logits, y, "correctness")
+    assert set(np.unique(c)) == {0.0, 1.0}
+    assert np.array_equal(c, (logits.argmax(1) == y).numpy().astype(np.float64))
+
+
+def test_unknown_or_misshaped_feature_requests_are_refused():
+    """An unknown feature name is refused with the list of known ones; bad shapes and NaN too."""
+    known = r"\['confidence', 'max_confidence', 'entropy', 'correctness'\]"
+    with pytest.raises(ValueError, match="unknown MIA feature 'loss'; choose one of " + known):
+        metrics.attack_features(HAND_LOGITS, HAND_Y, "loss")
+    with pytest.raises(ValueError, match="logits"):
+        metrics.attack_features(HAND_LOGITS[0], HAND_Y, "entropy")
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.attack_features(HAND_LOGITS * float("nan"), HAND_Y, "max_confidence")
+
+
+def test_constant_feature_attack_is_a_coin_flip():
+    """If every fitted feature is equal the SVC cannot learn: both MIAs report 50%, whatever
+    the forget features (libsvm alone would call everything a member: 0%)."""
+    assert metrics.mia_efficacy(np.ones(10), np.ones(30), [1.0, 0.0, 1.0]) == 50.0
+    assert metrics.mia_efficacy(np.zeros(10), np.zeros(10), [0.0]) == 50.0
+    assert metrics.mia_privacy(np.ones(8), np.ones(12)) == 50.0
+    # constant on one side only is informative and still fitted
+    assert metrics.mia_efficacy(np.ones(20), np.zeros(20), [0.0, 1.0]) == 50.0
+    assert metrics.mia_efficacy(np.ones(20), np.zeros(20), [0.0, 0.0]) == 100.0
+
+
+def test_correctness_attack_calls_wrong_forget_predictions_non_members():
+    """Retain all right, test 15 right and 5 wrong: the attack learns wrong = non-member, so
+    MIA-Efficacy is the share of wrong forget predictions (3 of 5)."""
+    test = np.r_[np.ones(15), np.zeros(5)]
+    assert metrics.mia_efficacy(np.ones(50), test, [1.0, 1.0, 0.0, 0.0, 0.0]) == 60.0
+
+
+def test_evaluate_default_feature_is_the_old_true_class_confidence_attack(digits, trained):
+    """evaluate() without mia_feature equals mia_feature="confidence" and the attacks run by
+    hand on metrics.confidence, bit for bit."""
+    f = data.forget_random(digits.y_train, 0.1, seed=3)
+    r = data.retain_indices(len(digits.y_train), f)
+    row = metrics.evaluate(trained, digits, f, seed=4, seconds=2.0)
+    assert row == metrics.evaluate(trained, digits, f, seed=4, seconds=2.0, mia_feature="confidence")
+    c_tr = metrics.confidence(metrics.predict_logits(trained, digits.X_train), digits.y_train)
+    c_te = metrics.confidence(metrics.predict_logits(trained, digits.X_test), digits.y_test)
+    assert row["MIA-Efficacy"] == metrics.mia_efficacy(c_tr[r], c_te, c_tr[f], 4)
+    assert row["MIA-Privacy"] == metrics.mia_privacy(c_tr[r], c_te, 4)
+
+
+@pytest.mark.parametrize("feature", ["max_confidence", "entropy", "correctness"])
+def test_evaluate_feeds_each_feature_to_both_attacks(digits, trained, monkeypatch, feature):
+    """With mia_feature set, MIA-Efficacy gets that feature of (retain, test, forget) and
+    MIA-Privacy of (retain, test); the other metrics do not change."""
+    f = data.forget_random(digits.y_train, 0.1)
+    r = data.retain_indices(len(digits.y_train), f)
+    base = metrics.evaluate(trained, digits, f)
+    calls = {}
+    monkeypatch.setattr(metrics, "mia_efficacy", lambda *a, **k: calls.setdefault("eff", a) and 1.0)
+    monkeypatch.setattr(metrics, "mia_privacy", lambda *a, **k: calls.setdefault("priv", a) and 2.0)
+    row = metrics.evaluate(trained, digits, f, mia_feature=feature)
+    assert {k: row[k] for k in ("UA", "RA", "TA")} == {k: base[k] for k in ("UA", "RA", "TA")}
+    ft = metrics.attack_features(metrics.predict_logits(trained, digits.X_train), digits.y_train, feature)
+    fe = metrics.attack_features(metrics.predict_logits(trained, digits.X_test), digits.y_test, feature)
+    for got, want in zip(calls["eff"][:3] + calls["priv"][:2], (ft[r], fe, ft[f], ft[r], fe)):
+        assert np.array_equal(np.asarray(got, dtype=np.float64), want)
+
+
+def test_evaluate_with_correctness_feature_on_a_trained_model(digits, trained):
+    """Forget = every wrongly predicted training row plus 30 right ones: the retain set is all
+    right, the test set is not, so the correctness attack calls exactly the wrong forget
+    predictions non-members and its MIA-Efficacy equals UA (> 0)."""
+    wrong = metrics.predict_logits(trained, digits.X_train).argmax(1) != digits.y_train
+    assert wrong.any(), "precondition: the model makes some training mistakes"
+    f = torch.cat([torch.nonzero(wrong).ravel(), torch.nonzero(~wrong).ravel()[:30]])
+    wrong_test = metrics.predict_logits(trained, digits.X_test).argmax(1) != digits.y_test
+    assert wrong_test.any(), "precondition: the model makes some test mistakes"
+    row = metrics.evaluate(trained, digits, f, mia_feature="correctness")
+    assert row["UA"] > 0 and row["RA"] == 100.0
+    assert row["MIA-Efficacy"] == pytest.approx(row["UA"])
+    for feature in metrics.ATTACK_FEATURES:
+        row = metrics.evaluate(trained, digits, f, mia_feature=feature)
+        assert 0 <= row["MIA-Efficacy"] <= 100 and 0 <= row["MIA-Privacy"] <= 100
+
+
+def test_evaluate_constant_features_give_coin_flip_attacks(digits):
+    """A model with one fixed output has the same max confidence and entropy everywhere:
+    both attacks are coin flips (50%); its true-class confidence still separates classes."""
+    f = data.forget_class(digits.y_train, 3)
+    for feature in ("max_confidence", "entropy"):
+        row = metrics.evaluate(Constant(3), digits, f, mia_feature=feature)
+        assert row["MIA-Efficacy"] == 50.0 and row["MIA-Privacy"] == 50.0, feature
+
+
+def test_evaluate_refuses_unknown_feature_before_running_the_model(digits):
+    """An unknown mia_feature is reported as such, even for a model that would diverge."""
+    class Nan(Constant):
+        def forward(self, x):
+            return super().forward(x) * float("nan")
+    with pytest.raises(ValueError, match=r"unknown MIA feature 'Confidence'; choose one of \['confidence'"):
+        metrics.evaluate(Nan(0), digits, torch.tensor([0, 1]), mia_feature="Confidence")

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from course_lib import config, models, stacked, train
+from course_lib import config, dp, models, stacked, train
+from course_lib.unlearn.baselines import neggrad_plus_population
 
 
 
@@ -76,8 +77,8 @@ def test_neggrad_plus_step_matches_the_formula():
     alpha, lr = 0.7, 0.1
     stack = stacked.StackedModels(make, [11])
     m = stack.model(0)
-    stack.fit(X[10:], y[10:], forget=(Xf, yf), alpha=alpha, epochs=1, batch_size=86, lr=lr, momentum=0.0,
-              weight_decay=0.0, schedule="constant")
+    neggrad_plus_population(stack, (X[10:], y[10:]), (Xf, yf), alpha=alpha, epochs=1, batch_size=86, lr=lr,
+                            momentum=0.0, weight_decay=0.0, schedule="constant")
     # one step on the whole retain set and a forget batch of the whole (shuffled) forget set
     loss = alpha * F.cross_entropy(m(X[10:]), y[10:]) - (1 - alpha) * F.cross_entropy(m(Xf), yf)
     grads = torch.autograd.grad(loss, list(m.parameters()))
@@ -92,7 +93,8 @@ def test_gradient_ascent_lowers_forget_confidence():
     X, y = _data()
     stack = stacked.StackedModels(make, range(3)).fit(X, y, epochs=5, batch_size=16)
     before = stack.predict_logits(X[:10]).log_softmax(-1).gather(-1, y[:10].expand(3, 10)[..., None]).mean()
-    ng = stack.copy().fit(X[10:], y[10:], forget=(X[:10], y[:10]), alpha=0.5, epochs=3, batch_size=16, lr=0.02)
+    ng = neggrad_plus_population(stack.copy(), (X[10:], y[10:]), (X[:10], y[:10]), alpha=0.5, epochs=3,
+                                 batch_size=16, lr=0.02)
     after = ng.predict_logits(X[:10]).log_softmax(-1).gather(-1, y[:10].expand(3, 10)[..., None]).mean()
     assert after < before
 
@@ -101,9 +103,9 @@ def test_dp_fast_path_equals_generic_path_and_records_privacy(monkeypatch):
     X, y = _data()
     a = stacked.StackedModels(make, [1, 2])
     b = a.copy()
-    a.fit_dp(X, y, noise_multiplier=1.0, clip_norm=0.5, epochs=2, batch_size=16, lr=0.1)
-    monkeypatch.setattr(stacked, "_linear_layers", lambda base: None)      # force vmap(vmap(grad))
-    b.fit_dp(X, y, noise_multiplier=1.0, clip_norm=0.5, epochs=2, batch_size=16, lr=0.1)
+    dp.fit_stacked(a, X, y, noise_multiplier=1.0, clip_norm=0.5, epochs=2, batch_size=16, lr=0.1)
+    monkeypatch.setattr(dp, "_linear_layers", lambda base: None)      # force vmap(vmap(grad))
+    dp.fit_stacked(b, X, y, noise_multiplier=1.0, clip_norm=0.5, epochs=2, batch_size=16, lr=0.1)
     for k in a.params:
         torch.testing.assert_close(a.params[k], b.params[k], atol=1e-5, rtol=0)
     assert a.privacy.steps == 12 and a.privacy.sample_rate == pytest.approx(1 / 6)
@@ -116,7 +118,7 @@ def test_dp_without_noise_and_huge_clip_is_plain_sgd_on_poisson_batches():
     X, y = _data(n=40)
     stack = stacked.StackedModels(make, [3])
     m = stack.model(0)
-    stack.fit_dp(X, y, noise_multiplier=0.0, clip_norm=1e6, epochs=1, batch_size=40, lr=0.1, momentum=0.0)
+    dp.fit_stacked(stack, X, y, noise_multiplier=0.0, clip_norm=1e6, epochs=1, batch_size=40, lr=0.1, momentum=0.0)
     # batch_size = n -> q = 1: every example is drawn, the update is the mean gradient
     loss = F.cross_entropy(m(X), y)
     grads = torch.autograd.grad(loss, list(m.parameters()))
@@ -138,7 +140,7 @@ def test_bad_arguments():
         stacked.StackedModels(lambda: models.ResNet18(10), [0])
     s = stacked.StackedModels(make, [0, 1])
     with pytest.raises(ValueError, match="alpha"):
-        s.fit(X, y, alpha=1.5)
+        neggrad_plus_population(s, (X, y), (X, y), alpha=1.5)
     with pytest.raises(ValueError):
         s.fit(X, y.float())
     with pytest.raises(ValueError):
@@ -146,7 +148,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="schedule"):
         s.fit(X, y, schedule="step")
     with pytest.raises(ValueError):
-        s.fit_dp(X, y, noise_multiplier=-1.0)
+        dp.fit_stacked(s, X, y, noise_multiplier=-1.0)
     with pytest.raises(ValueError, match="2 seeds"):
         s.copy(seeds=[1, 2, 3])
     with pytest.raises(ValueError):
@@ -160,12 +162,12 @@ def test_dp_clips_each_example_by_hand(path, monkeypatch):
     """One DP-SGD step with q = 1, no noise and a small clip: the update is the mean of the
     per-example gradients, each scaled to norm at most clip_norm (computed here one by one)."""
     if path == "vmap":
-        monkeypatch.setattr(stacked, "_linear_layers", lambda base: None)
+        monkeypatch.setattr(dp, "_linear_layers", lambda base: None)
     X, y = _data(n=24)
     stack = stacked.StackedModels(make, [7])
     m = stack.model(0)
     clip, lr = 0.05, 0.5
-    stack.fit_dp(X, y, noise_multiplier=0.0, clip_norm=clip, epochs=1, batch_size=24, lr=lr, momentum=0.0)
+    dp.fit_stacked(stack, X, y, noise_multiplier=0.0, clip_norm=clip, epochs=1, batch_size=24, lr=lr, momentum=0.0)
     total = [torch.zeros_like(p) for p in m.parameters()]
     for i in range(24):
         g = torch.autograd.grad(F.cross_entropy(m(X[i:i + 1]), y[i:i + 1]), list(m.parameters()))
@@ -186,7 +188,7 @@ def test_dp_noise_has_the_calibrated_scale():
     X, y = _data(n=40)
     sigma, clip, lr = 2.0, 0.5, 0.1
     seeds = list(range(8))
-    runs = {s: stacked.StackedModels(make, seeds).fit_dp(X, y, noise_multiplier=s, clip_norm=clip, epochs=1,
+    runs = {s: dp.fit_stacked(stacked.StackedModels(make, seeds), X, y, noise_multiplier=s, clip_norm=clip, epochs=1,
                                                           batch_size=40, lr=lr, momentum=0.0)
             for s in (sigma, 0.0)}                      # batch_size = n: q = 1, one step, q n = 40
     z = torch.cat([((runs[sigma].params[k] - runs[0.0].params[k]) * 40 / (-lr * sigma * clip)).flatten()

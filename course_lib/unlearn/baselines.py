@@ -68,7 +68,7 @@ def _neggrad(model, retain, forget, *, valid, seed, **hp):
     return model
 
 
-@register("neggrad+", epochs=5, lr=0.02, alpha=0.95, schedule="constant")
+@register("neggrad+", epochs=5, lr=0.01, alpha=0.95, schedule="constant")
 def _neggrad_plus(model, retain, forget, *, valid, seed, alpha, **hp):
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -168,3 +168,33 @@ def _l1_sparse(model, retain, forget, *, valid, seed, gamma, l1_schedule, **hp):
     return model
 
 
+
+
+def neggrad_plus_population(stack, retain, forget, *, alpha: float = 0.95, epochs: int = 5, lr: float = 0.02,
+                            batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4,
+                            schedule: str = "constant", desc: str = "stacked neggrad+"):
+    """NegGrad+ on every model of a population (:class:`course_lib.stacked.StackedModels`) at
+    once, in place; returns the stack. Per step each model minimises
+    ``alpha * CE(retain batch) - (1 - alpha) * CE(forget batch)``, the forget batches cycling
+    through the forget set in each model's own shuffled order (stream ``derive_seed(seed, 2)``), as
+    the single-model ``neggrad+`` does."""
+    from torch.func import vmap
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    dev = stack.device
+    ce_retain = stack.ce_loss(*retain)
+    Xf, yf = forget[0].to(dev), forget[1].to(dev)
+    fgens = [torch.Generator().manual_seed(config.derive_seed(s, 2)) for s in stack.seeds]
+    state = {"order": stack.orders(Xf.shape[0], fgens), "pos": 0}
+    per_model = vmap(lambda p, xb, yb: F.cross_entropy(stack._forward(p, xb).float(), yb))
+
+    def loss(params, rows):
+        if state["pos"] >= Xf.shape[0]:
+            state["order"], state["pos"] = stack.orders(Xf.shape[0], fgens), 0
+        fidx = state["order"][:, state["pos"]:state["pos"] + batch_size].to(dev)
+        state["pos"] += batch_size
+        return alpha * ce_retain(params, rows) - (1 - alpha) * per_model(params, Xf[fidx], yf[fidx])
+
+    return stack.train(loss, retain[0].shape[0], epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+                       weight_decay=weight_decay, schedule=schedule, desc=desc)
