@@ -1,13 +1,35 @@
 """course_lib: the small library under the machine-unlearning course.
 
-One module per concern:
+Where everything lives (a newcomer finds any method in one obvious file):
 
-- ``config``   FAST switch, seeds, paths        - ``device``   device choice and banner
-- ``data``     data sets and forget sets        - ``models``   SmallCNN, ResNet-18, MLP
-- ``train``    the SGD loop, prediction         - ``metrics``  UA, RA, TA, MIA, disparity
-- ``unlearn``  approximate unlearners           - ``plots``    shared figures
-- ``grading``  nbgrader round trip, assertions
-- lessons: ``ridge``, ``audit``, ``stacked``, ``dp`` (lesson 1), ``sisa`` (lesson 2), ``legonet`` (lesson 3)
+Foundation
+    ``config``       FAST switch, seeds (``derive_seed``: named random streams), paths
+    ``device``       device choice, banner, ``exact_numerics`` for bitwise-reproducible sections
+    ``validation``   every input check and ``NotFittedError`` (one wording for the whole library)
+    ``data``         data sets (digits offline; CIFAR-10/100, SVHN) and forget sets
+    ``models``       SmallCNN, MLP, ResNet-18 (CIFAR stem)
+    ``train``        the one SGD loop for one model (``sgd_steps`` + loss closures), prediction
+    ``engine``       training many small models at once: slots, batch plans, masked SGD step, schedule
+    ``masks``        everything that returns a parameter mask: the operations, SalUn's saliency
+                     (``masks/salient.py``), pruning (``masks/pruning.py``), localisation (``masks/localization.py``)
+    ``metrics``      UA, RA, TA, MIA-Efficacy / MIA-Privacy, disparity to Retrain, tables
+    ``plots``        shared figures, decision-space plots, the lecture explorers
+    ``grading``      nbgrader round trip and the own-code check of graded notebooks
+
+Unlearning methods: ``unlearn`` (registry, ``unlearn(...)``, ``compare(...)``), one file per family
+    ``unlearn/baselines.py``     Retrain, FT, GA, NegGrad+, Random Label, l1-sparse        lessons 0, 1, 6
+    ``unlearn/boundary.py``      Boundary Shrink, Boundary Expanding                      lesson 4
+    ``unlearn/salun.py``         SalUn                                                     lesson 5
+    ``unlearn/second_order.py``  Fisher forgetting, influence unlearning                  lessons 5, 6
+    ``unlearn/localised.py``     Reset + Finetune, DEL, SSD                               lesson 7
+
+Definitions (lesson 1): ``audit`` (the ε audit), ``stacked`` (populations of models), ``dp`` (DP-SGD)
+
+Exact unlearning: ``exact`` (one protocol, one report type, cost models as pure functions)
+    ``exact/ridge.py``    closed-form removal                                              lesson 1
+    ``exact/sisa.py``     SISA (``sharding.py``, ``checkpoints.py``)                        lesson 2
+    ``exact/legonet.py``  LegoNet (``encoders.py``, ``adapters.py``)                       lesson 3
+    ``exact/costs.py``    what a request costs, in samples and steps
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import config
+from .validation import check_fraction, check_indices  # noqa: F401  (data.check_indices is public)
 
 NAMES = ("digits", "cifar10", "cifar100", "svhn")
 
@@ -209,39 +210,10 @@ def _check_labels(y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _check_fraction(fraction: float) -> float:
-    if not (0.0 < float(fraction) < 1.0):
-        raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
-    return float(fraction)
-
-
-def check_indices(idx, n: int, what: str = "forget set") -> torch.Tensor:
-    """Validate indices into a set of ``n`` rows; return them sorted as int64.
-
-    Raises ValueError for an empty set, non-integers, duplicates, or indices outside [0, n).
-    """
-    t = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
-    if t.ndim != 1:
-        raise ValueError(f"{what} must be a 1-D list of indices, got shape {tuple(t.shape)}")
-    if t.numel() == 0:
-        raise ValueError(f"{what} is empty: give at least one index")
-    if t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise ValueError(f"{what} must hold integer indices, got dtype {t.dtype}")
-    t = t.long()
-    bad = t[(t < 0) | (t >= n)]
-    if bad.numel():
-        raise ValueError(f"{what} has indices outside [0, {n}): {bad[:5].tolist()}")
-    s = torch.sort(t).values
-    dup = s[1:][s[1:] == s[:-1]]
-    if dup.numel():
-        raise ValueError(f"{what} has duplicate indices: {torch.unique(dup)[:5].tolist()}")
-    return s
-
-
 def forget_random(y: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
     """An IID forget set: ``round(fraction * N)`` training rows drawn uniformly (``[k]`` int64)."""
     y = _check_labels(y)
-    fraction = _check_fraction(fraction)
+    fraction = check_fraction(fraction)
     k = int(round(fraction * y.numel()))
     if k == 0:
         raise ValueError(f"fraction {fraction} of {y.numel()} rows selects no example")
@@ -282,7 +254,7 @@ def forget_noniid(y: torch.Tensor, classes: list[int], fraction: float, seed: in
     """A non-IID forget set (as in the DEL source): a ``fraction`` of the rows of each of
     the chosen ``classes``, drawn uniformly within each class."""
     y = _check_labels(y)
-    fraction = _check_fraction(fraction)
+    fraction = check_fraction(fraction)
     classes = _check_classes(y, classes)
     g = torch.Generator().manual_seed(seed)
     picked = []
@@ -322,8 +294,38 @@ def holdout(data: DataSplit, n: int, seed: int = 0) -> tuple[DataSplit, torch.Te
     return private, data.X_train[pub], data.y_train[pub]
 
 
+# ----------------------------------------------------------------------------- backdoor (lesson 6)
+
+def add_trigger(X: torch.Tensor, size: int = 2, value: float | None = None) -> torch.Tensor:
+    """A copy of images ``X`` ``[N, C, H, W]`` with a ``size`` x ``size`` square trigger in the
+    bottom-right corner (BadNets-style patch, as in 002's backdoor application after Gu et al.),
+    set to ``value`` (default: the largest pixel value of ``X``, white on the digits)."""
+    if X.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(X.shape)}")
+    if not (isinstance(size, int) and 1 <= size <= min(X.shape[2], X.shape[3])):
+        raise ValueError(f"size must be an int between 1 and the image side, got {size!r}")
+    out = X.clone()
+    out[:, :, -size:, -size:] = float(X.max()) if value is None else float(value)
+    return out
+
+
+def backdoor(X: torch.Tensor, y: torch.Tensor, source: int, target: int, fraction: float, seed: int = 0,
+             size: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Poison a training set: a ``fraction`` of the rows of class ``source`` (drawn with ``seed``)
+    get the trigger (:func:`add_trigger`) and the label ``target``. Returns ``(X', y', poisoned)``,
+    ``poisoned`` the sorted int64 indices of the changed rows (the forget set of a cleanse)."""
+    y = _check_labels(y)
+    source, target = _check_classes(y, [source, target])
+    rows = forget_noniid(y, [source], fraction, seed=seed)
+    Xp, yp = X.clone(), y.clone()
+    Xp[rows] = add_trigger(X[rows], size)
+    yp[rows] = target
+    return Xp, yp, rows
+
+
 if __name__ == "__main__":  # python -m course_lib.data cifar10  (on a machine with internet)
     import sys
 
     for arg in sys.argv[1:] or ["digits"]:
         print(load(arg, download=True))
+

@@ -33,6 +33,8 @@ from . import config
 from .train import Stopwatch, TrainLog, model_device
 from .validation import check_delta, check_sgd, check_xy
 
+Params = dict[str, torch.Tensor]
+
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
 

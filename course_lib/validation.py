@@ -50,6 +50,8 @@ def check_number(v, name: str, lo: float | None = None, hi: float | None = None,
     if ok:
         f = float(v)
         ok = (lo is None or (f > lo if lo_open else f >= lo)) and (hi is None or (f < hi if hi_open else f <= hi))
+    if not ok and lo is not None and hi is not None and lo_open and hi_open:
+        raise ValueError(f"{name} must lie strictly between {lo:g} and {hi:g}, got {v!r}")
     if not ok:
         left = "" if lo is None else ("(" if lo_open else "[") + f"{lo}"
         right = "" if hi is None else f"{hi}" + (")" if hi_open else "]")

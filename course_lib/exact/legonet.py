@@ -182,7 +182,7 @@ class LegoNet(ExactEstimator):
         self.fit_seconds_ = self.encode_seconds_ + sw.seconds
         return self
 
-    def _make_bank(self, d: int) -> _Bank:
+    def _make_bank(self, d: int) -> Bank:
         C = self.n_classes_
         if self.make_adapter is None:
             return LinearBank(lambda: nn.Linear(d, C))

@@ -77,3 +77,36 @@ def distribution_aware_shards(p, n_shards: int, sizes: Sequence[int] | None = No
     out = torch.empty(n, dtype=torch.int64)
     out[order] = torch.repeat_interleave(torch.arange(n_shards), torch.tensor(sizes))
     return out
+
+
+def check_shard_of(shard_of):
+    """SISA's ``shard_of``: None, a callable ``ids [n] -> shards [n]``, or a 1-D integer table
+    (``table[id] = shard``), returned as an int64 tensor."""
+    if shard_of is None or callable(shard_of):
+        return shard_of
+    table = torch.as_tensor(np.asarray(shard_of) if not isinstance(shard_of, torch.Tensor) else shard_of)
+    if table.ndim != 1 or table.dtype.is_floating_point or table.dtype == torch.bool:
+        raise ValueError("shard_of must be a callable or a 1-D integer table (table[id] = shard)")
+    return table.long()
+
+
+def place(ids: torch.Tensor, seed: int, n_shards: int, n_slices: int, shard_of=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shard and slice of every id: :func:`assign`'s hash, with the shard replaced by a fixed
+    assignment ``shard_of`` (see :func:`check_shard_of`) when one is given. Slices always come
+    from the hash."""
+    shard, slc = assign(ids, seed, n_shards, n_slices)
+    if shard_of is None:
+        return shard, slc
+    if isinstance(shard_of, torch.Tensor):
+        if int(ids.max()) >= shard_of.numel():
+            raise ValueError(f"shard_of has {shard_of.numel()} entries but ids go up to {int(ids.max())}")
+        shard = shard_of[ids]
+    else:
+        shard = torch.as_tensor(shard_of(ids.clone()))
+        if shard.shape != ids.shape or shard.dtype.is_floating_point:
+            raise ValueError(f"shard_of(ids) must return one integer shard per id, got {tuple(shard.shape)}")
+        shard = shard.long().cpu()
+    bad = (shard < 0) | (shard >= n_shards)
+    if bad.any():
+        raise ValueError(f"shard_of gives shards outside [0, {n_shards}): {torch.unique(shard[bad])[:5].tolist()}")
+    return shard, slc

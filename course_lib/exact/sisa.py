@@ -35,18 +35,7 @@ function of the seed, the shard and slice numbers and the *set of ids* in the sh
 * a checkpoint holds the parameters, the buffers *and* the SGD momentum, so resuming from it
   continues exactly as training straight through would have.
 
-**Vectorised training** (``vectorize=True``; the default on accelerators). Models without
-buffers (MLP, SmallCNN) train ``group_size`` shards at a time on :mod:`course_lib.engine`
-(stacked parameters, ``vmap``; the same engine trains LegoNet's adapters). To keep one shard's arithmetic independent of its group-mates, every
-tensor has a fixed shape whatever the shards hold: mini-batches always have ``batch_size`` rows
-(padding rows are zeros with loss weight 0), shard ``s`` always sits in slot ``s % group_size``
-(we measured that the slot position alone changes the last bits of CPU batched matrix products),
-empty slots hold zero dummies, and a shard with fewer steps than its group-mates is frozen
-(parameters and momentum) on the steps it does not have. The tests check that a shard re-trained
-alone is bitwise the same shard trained in the full group. The price: a request re-trains a whole
-group. On the CPU shards therefore train one after the other by default, as ordinary modules
-(always so for models with buffers, e.g. batch norm). Both paths are exact, but their bits differ
-from each other (by float rounding), so compare like with like.
+**Vectorised training** (``vectorize=True``): see :mod:`course_lib.exact.shard_training`.
 
 **Empty shards.** A shard without rows (left empty by removals, or never filled) keeps its
 initial weights and is **left out of the aggregation**; an empty slice adds no training steps.
@@ -73,17 +62,17 @@ from torch.nn import functional as F
 from .. import config, engine, models, train
 from ..device import exact_numerics
 from ..validation import NotFittedError, check_ids, check_int, check_number, check_sgd, check_xy
-from . import costs
+from . import costs, shard_training
 from .base import ExactEstimator, UnlearnReport, clone
 from .checkpoints import CheckpointStore, State, state_of
-from .sharding import ASSIGN_STREAM, assign, distribution_aware_shards
+from .sharding import ASSIGN_STREAM, assign, check_shard_of, distribution_aware_shards, place
 
 __all__ = ["SISA", "UnlearnReport", "NotFittedError", "assign", "distribution_aware_shards", "clone"]
 
 Params = dict[str, torch.Tensor]
 
 # Stream tags for config.derive_seed(seed, TAG, ...): one fixed length per tag.
-_INIT, _ORDER, _ASSIGN, _NOISE = 1, 2, ASSIGN_STREAM, 4
+_INIT, _ORDER, _ASSIGN = 1, 2, ASSIGN_STREAM     # random layers: shard_training._NOISE = 4
 
 
 @dataclass
@@ -166,11 +155,7 @@ class SISA(ExactEstimator):
         check_number(lr, "lr", 0.0, lo_open=True)
         if vectorize not in (None, True, False):
             raise ValueError(f"vectorize must be True, False or None (automatic), got {vectorize!r}")
-        if shard_of is not None and not callable(shard_of):
-            table = torch.as_tensor(np.asarray(shard_of) if not isinstance(shard_of, torch.Tensor) else shard_of)
-            if table.ndim != 1 or table.dtype.is_floating_point or table.dtype == torch.bool:
-                raise ValueError("shard_of must be a callable or a 1-D integer table (table[id] = shard)")
-            shard_of = table.long()
+        shard_of = check_shard_of(shard_of)
         self.n_shards, self.n_slices, self.make_model = n_shards, n_slices, make_model
         self.epochs_per_slice, self.aggregation, self.seed = epochs_per_slice, aggregation, seed
         self.lr, self.batch_size, self.momentum, self.weight_decay = lr, batch_size, momentum, weight_decay
@@ -178,27 +163,6 @@ class SISA(ExactEstimator):
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._store = CheckpointStore(self.checkpoint_dir, self.device)
-
-    # ------------------------------------------------------------------ layout
-
-    def _assign(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shard, slc = assign(ids, self.seed, self.n_shards, self.n_slices)
-        if self.shard_of is None:
-            return shard, slc
-        if isinstance(self.shard_of, torch.Tensor):
-            if int(ids.max()) >= self.shard_of.numel():
-                raise ValueError(f"shard_of has {self.shard_of.numel()} entries but ids go up to {int(ids.max())}")
-            shard = self.shard_of[ids]
-        else:
-            shard = torch.as_tensor(self.shard_of(ids.clone()))
-            if shard.shape != ids.shape or shard.dtype.is_floating_point:
-                raise ValueError(f"shard_of(ids) must return one integer shard per id, got {tuple(shard.shape)}")
-            shard = shard.long().cpu()
-        bad = (shard < 0) | (shard >= self.n_shards)
-        if bad.any():
-            raise ValueError(f"shard_of gives shards outside [0, {self.n_shards}): "
-                             f"{torch.unique(shard[bad])[:5].tolist()}")
-        return shard, slc
 
     # ------------------------------------------------------------------ fitting
 
@@ -233,7 +197,7 @@ class SISA(ExactEstimator):
         self._names = [n for n, _ in probe.named_parameters()]
         self.n_classes_ = C
         order = torch.argsort(ids)
-        shard, slc = self._assign(ids[order])
+        shard, slc = place(ids[order], self.seed, self.n_shards, self.n_slices, self.shard_of)
         data = self._make_data(X[order], y[order], ids[order], shard, slc)
         with train.Stopwatch() as sw:
             ckpts, samples, steps = self._train(data, {s: 0 for s in range(self.n_shards)}, {})
@@ -276,63 +240,13 @@ class SISA(ExactEstimator):
         with exact_numerics(self.device):
             if self._vectorized:
                 for group in engine.slot_groups(sorted(start), min(self.group_size, self.n_shards)):
-                    n, t = self._train_group(data, group, start, resume, ckpts)
+                    n, t = shard_training.train_group(self, data, group, start, resume, ckpts)
                     samples, steps = samples + n, steps + t
             else:
                 for s in sorted(start):
-                    n, t = self._train_one(data, s, start[s], resume[s], ckpts)
+                    n, t = shard_training.train_one(self, data, s, start[s], resume[s], ckpts)
                     samples, steps = samples + n, steps + t
         return ckpts, samples, steps
-
-    def _train_one(self, data: _Data, s: int, r0: int, state: State, ckpts: dict) -> tuple[int, int]:
-        """One shard as an ordinary module (models with buffers, or ``vectorize=False``)."""
-        model = copy.deepcopy(self._base).to_empty(device=self.device)
-        model.load_state_dict({**state["params"], **state["buffers"]})
-        model.train()
-        bufs = {n: b.clone() for n, b in state["momentum"].items()}
-        params = dict(model.named_parameters())
-        samples = steps = 0
-        fork_on = [self.device.index or 0] if self.device.type == "cuda" else []
-        for r in range(r0, self.n_slices):
-            plan = self._plan(data, s, r)
-            # random layers (dropout) draw from a stream named by (seed, shard, slice), never the global one
-            with torch.random.fork_rng(devices=fork_on):
-                torch.manual_seed(config.derive_seed(self.seed, _NOISE, s, r))
-                for t in range(plan.steps):
-                    keep = plan.weights[t] > 0
-                    idx, w = plan.rows[t][keep].to(self.device), plan.weights[t][keep].to(self.device)
-                    loss = (F.cross_entropy(model(data.X[idx]).float(), data.y[idx], reduction="none") * w).sum()
-                    grads = torch.autograd.grad(loss, list(params.values()))
-                    with torch.no_grad():
-                        for (n, p), g in zip(params.items(), grads):
-                            bufs[n].mul_(self.momentum).add_(g + p * self.weight_decay)
-                            p.sub_(plan.lrs[t].item() * bufs[n])
-            samples, steps = samples + plan.samples, steps + plan.steps
-            ckpts[(s, r)] = self._store.save(s, r, state_of(model, bufs))
-        return samples, steps
-
-    def _train_group(self, data: _Data, group: list[int | None], start: dict[int, int],
-                     resume: dict[int, State], ckpts: dict) -> tuple[int, int]:
-        """Shards of one group together on the engine; slot ``i`` holds shard ``group[i]`` (None: a
-        zero dummy). A shard that starts at a later slice sits still (inactive) until then."""
-        real = [s for s in group if s is not None]
-        zero = {n: torch.zeros_like(p) for n, p in resume[real[0]]["params"].items()}
-        P = {n: torch.stack([resume[s]["params"][n] if s is not None else zero[n] for s in group]) for n in self._names}
-        M = {n: torch.stack([resume[s]["momentum"][n] if s is not None else zero[n] for s in group]) for n in self._names}
-        grads = engine.vmap_ce_grads(self._base, data.X, data.y)
-        samples = steps = 0
-        for r in range(min(start[s] for s in real), self.n_slices):
-            plans = [self._plan(data, s, r) if s is not None and r >= start[s] else engine.Plan.empty(self.batch_size)
-                     for s in group]
-            P, M = engine.train_slots(P, M, plans, grads, pad=data.pad, momentum=self.momentum,
-                                      weight_decay=self.weight_decay, device=self.device)
-            for i, s in enumerate(group):
-                if s is not None and r >= start[s]:
-                    samples, steps = samples + plans[i].samples, steps + plans[i].steps
-                    ckpts[(s, r)] = self._store.save(s, r, {
-                        "params": {n: P[n][i].clone() for n in self._names}, "buffers": {},
-                        "momentum": {n: M[n][i].clone() for n in self._names}})
-        return samples, steps
 
     # ------------------------------------------------------------------ checkpoints and inference
 
