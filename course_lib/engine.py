@@ -119,10 +119,18 @@ def pad_plans(plans: Sequence[Plan], pad: int) -> tuple[torch.Tensor, torch.Tens
 
 @torch.no_grad()
 def sgd_update(P: Params, M: Params, grads: Params, lr, momentum: float, weight_decay: float,
-               active: torch.Tensor | None = None) -> None:
-    """One SGD step for every slot, in place in the dicts ``P`` (parameters ``[G, ...]``) and
-    ``M`` (momentum buffers, zeros before the first step). ``lr`` is a number or a ``[G]``
-    tensor; ``active [G]`` (bool) leaves the inactive slots' parameters and momentum untouched."""
+               active: torch.Tensor | None = None, *, inplace: bool = False) -> None:
+    """One SGD step for every slot, in the dicts ``P`` (parameters ``[G, ...]``) and ``M`` (momentum
+    buffers, zeros before the first step). ``lr`` is a number or a ``[G]`` tensor; ``active [G]``
+    (bool) leaves the inactive slots' parameters and momentum untouched. ``inplace=True`` updates
+    the tensors themselves (e.g. a module's parameters, no slot axis, no ``active``) instead of
+    replacing the dict entries; the arithmetic is the same."""
+    if inplace:
+        for n, p in P.items():
+            g = grads[n] + p * weight_decay if weight_decay else grads[n]
+            buf = M[n].mul_(momentum).add_(g) if momentum else M[n].copy_(g)
+            p.sub_(lr * buf)
+        return
     for n, p in P.items():
         shape = (p.shape[0],) + (1,) * (p.ndim - 1)
         g = grads[n] + p * weight_decay if weight_decay else grads[n]

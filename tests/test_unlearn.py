@@ -142,3 +142,17 @@ def test_compare(digits, trained):
     assert set(ms) == {"Original", "Retrain", "ga"}
     with pytest.raises(ValueError, match="not among the methods"):
         unlearn.compare(trained, digits, f, ["finetune"], hp={"retrain": {}})
+
+
+def test_schedule_is_a_common_hyper_parameter_with_each_sources_default(trained, split):
+    """Every method takes schedule=; NegGrad and NegGrad+ default to a constant rate and FT,
+    Random Label and l1-sparse to cosine (003 A.2); an unknown schedule is refused."""
+    for m in ("neggrad", "neggrad+"):
+        assert unlearn.defaults(m)["schedule"] == "constant"
+    for m in ("finetune", "random_label", "l1_sparse", "retrain"):
+        assert unlearn.defaults(m)["schedule"] == "cosine"
+    a = unlearn.unlearn("finetune", trained, *split, epochs=1, schedule="constant")
+    b = unlearn.unlearn("finetune", trained, *split, epochs=1)
+    assert a.params["schedule"] == "constant" and not params_equal(a.model, b.model)
+    with pytest.raises(ValueError, match="schedule"):
+        unlearn.unlearn("finetune", trained, *split, epochs=1, schedule="step")

@@ -52,11 +52,9 @@ def train_one(est, data, s: int, r0: int, state: State, ckpts: dict) -> tuple[in
                 keep = plan.weights[t] > 0
                 idx, w = plan.rows[t][keep].to(est.device), plan.weights[t][keep].to(est.device)
                 loss = (F.cross_entropy(model(data.X[idx]).float(), data.y[idx], reduction="none") * w).sum()
-                grads = torch.autograd.grad(loss, list(params.values()))
-                with torch.no_grad():
-                    for (n, p), g in zip(params.items(), grads):
-                        bufs[n].mul_(est.momentum).add_(g + p * est.weight_decay)
-                        p.sub_(plan.lrs[t].item() * bufs[n])
+                grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+                engine.sgd_update(params, bufs, grads, plan.lrs[t].item(), est.momentum, est.weight_decay,
+                                  inplace=True)
         samples, steps = samples + plan.samples, steps + plan.steps
         ckpts[(s, r)] = est._store.save(s, r, state_of(model, bufs))
     return samples, steps

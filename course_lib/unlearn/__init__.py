@@ -148,5 +148,55 @@ def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str]
     return metrics.table(rows, reference="Retrain" if "Retrain" in rows else None), models
 
 
+@dataclass
+class SeedComparison:
+    """What :func:`compare_seeds` returns: per-metric ``mean`` and ``std`` over seeds (DataFrames
+    shaped like :func:`compare`'s table, so they feed ``metrics``/``plots`` as they are), every
+    seed's table (``runs``) and the models of the first seed (``models``)."""
+
+    mean: object
+    std: object
+    runs: dict
+    models: dict
+
+    def formatted(self, digits: int = 1):
+        """The table as ``"mean ± std"`` strings (for display)."""
+        import pandas as pd
+
+        return pd.DataFrame({c: [f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(self.mean[c], self.std[c])]
+                             for c in self.mean.columns}, index=self.mean.index)
+
+
+def compare_seeds(model, data, forget_idx, methods: list[str] | None = None, *, seeds=(0, 1, 2),
+                  hp: dict[str, dict] | None = None, exclude_classes: list[int] | None = None,
+                  original: str | None = "Original") -> SeedComparison:
+    """:func:`compare` repeated over ``seeds``; a fair comparison reports mean ± std per metric.
+
+    ``model`` and ``forget_idx`` are either fixed or callables ``seed -> model`` /
+    ``seed -> indices`` (a fresh original model and a fresh random forget set per seed make the
+    spread include those sources of noise). Every method gets the same seeds. The disparity
+    average is computed per seed against that seed's Retrain, then averaged; ``RTE (s)`` is the
+    mean wall-clock time. ``std`` is the sample standard deviation (ddof = 1; 0 for one seed).
+    """
+    import pandas as pd
+
+    from ..validation import check_seeds
+
+    seeds = check_seeds(list(seeds))
+    runs, first = {}, None
+    for s in seeds:
+        m = model(s) if callable(model) and not isinstance(model, nn.Module) else model
+        idx = forget_idx(s) if callable(forget_idx) else forget_idx
+        table, models = compare(m, data, idx, methods, hp=hp, exclude_classes=exclude_classes, seed=s,
+                                original=original)
+        runs[s] = table
+        first = models if first is None else first
+    stacked = pd.concat(runs.values(), keys=list(runs), names=["seed", "method"])
+    grouped = stacked.groupby(level="method", sort=False)
+    order = list(runs[seeds[0]].index)
+    std = grouped.std(ddof=1).reindex(order).fillna(0.0)  # one seed: no spread to show
+    return SeedComparison(grouped.mean().reindex(order), std, runs, first)
+
+
 # The method families register themselves on import (one file per family).
 from . import baselines, boundary, localised, salun, second_order  # noqa: E402,F401
