@@ -68,8 +68,8 @@ def main() -> None:
                             epochs=args.epochs, batch_size=64, lr=0.5, momentum=0.0, seed=s)
             t_loop = time.perf_counter() - t0
             t0 = time.perf_counter()
-            stacked.StackedModels(make, range(n)).fit_dp(d.X_train, d.y_train, noise_multiplier=1.0,
-                                                         epochs=args.epochs, batch_size=64, lr=0.5, momentum=0.0)
+            dp.fit_stacked(stacked.StackedModels(make, range(n)), d.X_train, d.y_train, noise_multiplier=1.0,
+                           epochs=args.epochs, batch_size=64, lr=0.5, momentum=0.0)
             t_st = time.perf_counter() - t0
             print(f"{n:>4} {t_loop:>16.2f} {t_st:>12.2f} {t_loop / t_st:>8.1f}x")
 
