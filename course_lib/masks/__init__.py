@@ -67,7 +67,8 @@ def restore_masked(model: nn.Module, mask: Mask, reference: dict[str, torch.Tens
 @torch.no_grad()
 def apply(model: nn.Module, mask: Mask) -> nn.Module:
     """Zero the entries outside ``mask`` in place (pruning) and return ``model``. Parameters
-    missing from the mask are left alone (a pruning mask covers only the prunable weights)."""
+    missing from the mask are left alone. (The pruners of :mod:`.pruning` return masks over every
+    parameter, non-prunable ones all True, so the same mask can go to ``unlearn(..., mask=...)``.)"""
     check(mask, model)
     for name, p in model.named_parameters():
         if name in mask:

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from .. import config
 from ..device import autocast
-from ..masks import Mask
+from ..masks import Mask, restore_masked, snapshot
 from ..models import seeded
 from ..train import fit, model_device, sgd_steps
 from . import register
@@ -44,6 +44,8 @@ def _reset(model: nn.Module, seed: int) -> nn.Module:
 @register("retrain", epochs=20, lr=0.05, augment=None)
 def _retrain(model, retain, forget, *, valid, seed, mask, **hp):
     fresh = _reset(model, config.derive_seed(seed, 0))
+    if mask is not None:   # entries outside the mask keep the given model's values (a pruned model stays pruned)
+        restore_masked(fresh, mask, snapshot(model))
     fit(fresh, *retain, seed=seed, mask=mask, desc="retrain", **hp)
     return fresh
 
