@@ -27,8 +27,10 @@ class UnlearnReport:
     for SISA, adapter numbers for LegoNet, empty for ridge regression), named by ``unit``;
     ``samples``: example-gradient evaluations of the re-training (epochs x rows, summed over the
     re-trained units and their epochs); ``steps``: optimizer steps; ``seconds``: wall clock of
-    the request; ``details``: what only one estimator has (SISA: ``from_slices``, the slice each
-    re-trained shard restarted at; LegoNet: ``key_sources``, removed ids whose encodings seeded a key).
+    the request; ``details``: ``rows`` (the remaining rows of the re-trained units, each counted once
+    per unit; also the property :attr:`rows`) and what only one estimator has (SISA: ``from_slices``,
+    the slice each re-trained shard restarted at; LegoNet: ``key_sources``, removed ids whose
+    encodings seeded a key).
     """
 
     ids: list[int]
@@ -56,9 +58,14 @@ class UnlearnReport:
     def key_sources(self) -> list[int]:
         return self.details.get("key_sources", [])
 
+    @property
+    def rows(self) -> int | None:
+        """Remaining training rows of the re-trained units (each counted once per unit)."""
+        return self.details.get("rows")
+
     def __getitem__(self, key: str):
         """Dictionary-style access, ``report["samples"]``, as for the graded notebooks' reports."""
-        if key in self.__dataclass_fields__ or key in ("shards", "adapters", "from_slices", "key_sources"):
+        if key in self.__dataclass_fields__ or key in ("shards", "adapters", "from_slices", "key_sources", "rows"):
             return getattr(self, key)
         raise KeyError(f"{key!r}: a report has {', '.join(self.__dataclass_fields__)}")
 

@@ -25,19 +25,21 @@ def sisa_request_cost(shard: torch.Tensor, slc: torch.Tensor, removed: torch.Ten
     the request deletes. Each shard that loses a row restarts at the earliest slice ``r0`` that
     lost one and re-trains slices ``r0 .. R-1``; slice ``r`` trains ``epochs_per_slice`` epochs on
     the shard's remaining rows of slices ``0..r``. Returns ``{"shards", "from_slices", "samples",
-    "steps"}``.
+    "steps", "rows"}`` (``rows``: the re-trained shards' remaining rows).
     """
     start: dict[int, int] = {}
     for s, r in zip(shard[removed].tolist(), slc[removed].tolist()):
         start[s] = min(r, start.get(s, r))
     start = dict(sorted(start.items()))
-    samples = steps = 0
+    samples = steps = rows = 0
     for s, r0 in start.items():
         mine = ~removed & (shard == s)
+        rows += int(mine.sum())
         for r in range(r0, n_slices):
             c = retrain_cost(int((mine & (slc <= r)).sum()), epochs_per_slice, batch_size)
             samples, steps = samples + c["samples"], steps + c["steps"]
-    return {"shards": list(start), "from_slices": list(start.values()), "samples": samples, "steps": steps}
+    return {"shards": list(start), "from_slices": list(start.values()), "samples": samples, "steps": steps,
+            "rows": rows}
 
 
 def sisa_expected_cost(shard: torch.Tensor, slc: torch.Tensor, p: torch.Tensor, *, n_shards: int,
@@ -94,4 +96,5 @@ def legonet_request_cost(set_sizes: list[int], *, epochs: int, batch_size: int) 
     """Re-training the affected adapters, whose remaining sets ``D_aj`` have ``set_sizes`` rows:
     each trains ``epochs`` epochs on its own set."""
     costs = [retrain_cost(m, epochs, batch_size) for m in set_sizes]
-    return {"samples": sum(c["samples"] for c in costs), "steps": sum(c["steps"] for c in costs)}
+    return {"samples": sum(c["samples"] for c in costs), "steps": sum(c["steps"] for c in costs),
+            "rows": int(sum(set_sizes))}

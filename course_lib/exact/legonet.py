@@ -317,7 +317,7 @@ class LegoNet(ExactEstimator):
         if c["steps"] != steps:
             raise RuntimeError(f"internal error: {steps} steps taken, the cost model counts {c['steps']}")
         report = UnlearnReport(sorted(ids.tolist()), affected, c["samples"], steps, sw.seconds, unit="adapter",
-                               details={"key_sources": key_sources})
+                               details={"key_sources": key_sources, "rows": c["rows"]})
         self.requests_.append(report)
         return report
 

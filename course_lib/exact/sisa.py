@@ -403,7 +403,7 @@ class SISA(ExactEstimator):
         ids, pos = self._validate_request(ids)
         c = self._cost(pos)
         return UnlearnReport(ids.tolist(), c["shards"], c["samples"], c["steps"], 0.0, unit="shard",
-                             details={"from_slices": c["from_slices"]})
+                             details={"from_slices": c["from_slices"], "rows": c["rows"]})
 
     def unlearn(self, ids) -> UnlearnReport:
         """Exactly remove the rows with these ids; returns an :class:`~course_lib.exact.base.UnlearnReport`.
@@ -426,7 +426,7 @@ class SISA(ExactEstimator):
         self._store.delete(replaced)
         self._refresh_params()
         report = UnlearnReport(ids.tolist(), list(start), samples, steps, time.perf_counter() - t0, unit="shard",
-                               details={"from_slices": list(start.values())})
+                               details={"from_slices": list(start.values()), "rows": c["rows"]})
         self.requests_.append(report)
         for i in report.ids:
             self._removed[i] = len(self.requests_)
