@@ -198,20 +198,9 @@ class StackedModels:
 
     def fit(self, X: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 0.05, batch_size: int = 64,
             momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "cosine",
-            desc: str = "stacked", **legacy) -> "StackedModels":
+            desc: str = "stacked") -> "StackedModels":
         """Train all models in place with cross-entropy on ``X [n, ...]``, ``y [n]``; returns self.
         Same optimiser as :func:`course_lib.train.fit` (momentum, weight decay, cosine or
         constant learning rate per step)."""
-        if legacy:   # TODO(lead): drop once lecture 01 calls neggrad_plus_population
-            from .unlearn.baselines import neggrad_plus_population
-
-            return neggrad_plus_population(self, (X, y), legacy.pop("forget"), epochs=epochs, lr=lr,
-                                           batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                                           schedule=schedule, **legacy)
         return self.train(self.ce_loss(X, y), X.shape[0], epochs=epochs, lr=lr, batch_size=batch_size,
                           momentum=momentum, weight_decay=weight_decay, schedule=schedule, desc=desc)
-
-    def fit_dp(self, X, y, **kw) -> "StackedModels":   # TODO(lead): drop once lecture 01 calls dp.fit_stacked
-        from .dp import fit_stacked
-
-        return fit_stacked(self, X, y, **kw)
