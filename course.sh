@@ -2,22 +2,30 @@
 # The course's one entry point. Creates the Python environment on first use.
 #
 #   ./course.sh build [--full] [--only NAME ...]   execute every notebook with papermill into build/,
-#                                                  render HTML, regenerate assignments/, print a table
+#                                                  regenerate assignments/, write the course site
+#                                                  build/html/index.html, print a table
 #   ./course.sh test [pytest args]                 run the test suite (what CI runs)
-#   ./course.sh lab                                open JupyterLab on the course
+#   ./course.sh lab [jupyter lab args]             open JupyterLab on the course (--allow-root if root)
+#   ./course.sh check NAME|NOTEBOOK                students: run your assignment (e.g. a02_sisa) in a
+#                                                  fresh kernel, see which parts pass, fail, are not done
 #
 # Environment: a virtual environment in .venv (override with COURSE_VENV), made with python3.11
 # (override with COURSE_PYTHON). Conda users can instead `conda env create -f environment.yml`
-# and set COURSE_VENV to that environment's prefix.
+# and set COURSE_VENV to that environment's prefix. COURSE_NO_SETUP=1 uses the environment as it
+# is (no install step; the tests use it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 VENV="${COURSE_VENV:-.venv}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # absolute (a conda prefix is)
 PY="${COURSE_PYTHON:-$(command -v python3.11 || command -v python3)}"
 STAMP="$VENV/.course-env-stamp"
 
 ensure_env() {
   local want
+  if [ "${COURSE_NO_SETUP:-}" = 1 ] && [ -x "$VENV/bin/python" ]; then
+    return
+  fi
   want="$(cat pyproject.toml | cksum)"
   if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     return
@@ -41,21 +49,34 @@ cmd="${1:-help}"
 case "$cmd" in
   build)
     ensure_env
-    export PATH="$PWD/$VENV/bin:$PATH"
+    export PATH="$VENV/bin:$PATH"
     exec python scripts/build_course.py "$@"
     ;;
   test)
     ensure_env
-    export PATH="$PWD/$VENV/bin:$PATH"
+    export PATH="$VENV/bin:$PATH"
     exec python -m pytest "$@"
     ;;
   lab)
     ensure_env
-    export PATH="$PWD/$VENV/bin:$PATH"
+    export PATH="$VENV/bin:$PATH"
+    # As root (a Docker image, a lab machine's container) jupyter refuses to start without --allow-root.
+    if [ "$(id -u)" = 0 ]; then
+      set -- --allow-root "$@"
+    fi
     exec jupyter lab "$@"
     ;;
+  check)
+    ensure_env
+    export PATH="$VENV/bin:$PATH"
+    if [ $# -ne 1 ]; then
+      echo "usage: ./course.sh check NAME|NOTEBOOK   (e.g. ./course.sh check a02_sisa)" >&2
+      exit 2
+    fi
+    exec python scripts/check.py "$@"
+    ;;
   *)
-    sed -n '2,12p' "$0"
+    sed -n '2,17p' "$0"
     [ "$cmd" = help ] || exit 2
     ;;
 esac

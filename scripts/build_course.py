@@ -1,58 +1,137 @@
-"""Build the course: execute every notebook with papermill, render HTML, regenerate assignments.
+"""Build the course: execute every notebook with papermill, regenerate assignments, write the site.
 
     python scripts/build_course.py                 # FAST on a CPU, full mode on a GPU
     python scripts/build_course.py --fast          # force FAST
     python scripts/build_course.py --full          # force full mode (GPU, CIFAR-10)
     python scripts/build_course.py --only 00_unlearning_basics a00_metrics
 
-Outputs: build/notebooks/*.ipynb (executed), build/html/*.html, assignments/ (regenerated from
-solutions/), and a table of notebooks with status and seconds. Exits 1 if any step failed.
+Outputs: build/notebooks/*.ipynb (executed), assignments/ (regenerated from solutions/), the course
+site build/html/ (index.html, every executed lecture, every student assignment, index.png when
+Chromium is installed), build/instructor/*.html (executed solutions: NOT for students), and a
+table of notebooks with status and seconds (also kept in build/build_table.json, so that a build
+with --only updates its rows and keeps the others). Exits 1 if any step failed.
+
+The log shows the table and real problems only: the kernels run on IPC sockets in a private folder
+(on POSIX), so ipykernel's "Kernel is running over TCP without encryption" warning does not apply.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as _dt
+import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+import course_site  # noqa: E402
 from course_lib import config, grading  # noqa: E402
 
 
-def notebooks() -> list[tuple[str, Path]]:
-    lectures = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    solutions = sorted((ROOT / "solutions").glob("*/*.ipynb"))
+def notebooks(root: Path = ROOT) -> list[tuple[str, Path]]:
+    lectures = sorted((root / "notebooks").glob("*.ipynb"))
+    solutions = sorted((root / "solutions").glob("*/*.ipynb"))
     return [("lecture", p) for p in lectures] + [("solution", p) for p in solutions]
+
+
+def kernel_config(sock_dir: str):
+    """nbclient config: the kernel talks over IPC sockets in ``sock_dir`` (POSIX), not TCP."""
+    from traitlets.config import Config
+
+    c = Config()
+    if os.name == "posix":
+        c.KernelManager.transport = "ipc"
+        c.KernelManager.ip = os.path.join(sock_dir, "kernel")
+    return c
+
+
+@contextlib.contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def execute(kind: str, path: Path, fast: bool, out_dir: Path) -> Path:
     import papermill as pm
 
-    out = out_dir / path.name
-    env_fast = os.environ.get("COURSE_FAST")
-    os.environ["COURSE_FAST"] = "1" if fast else "0"  # graded notebooks read the environment
-    try:
+    out = Path(out_dir) / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # graded notebooks read COURSE_FAST (they take no parameters)
+    with _env(COURSE_FAST="1" if fast else "0"), tempfile.TemporaryDirectory(prefix="course-kernel-") as sock:
         pm.execute_notebook(str(path), str(out), parameters={"FAST": fast} if kind == "lecture" else {},
-                            cwd=str(path.parent), progress_bar=False, kernel_name="python3")
-    finally:
-        if env_fast is None:
-            os.environ.pop("COURSE_FAST", None)
+                            cwd=str(path.parent), progress_bar=False, kernel_name="python3",
+                            config=kernel_config(sock))
+    return out
+
+
+def to_html(nb_path: Path, out: Path, html_root: Path) -> Path:
+    return course_site.export_html(nb_path, out, html_root)
+
+
+def _load_table(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """The build table after this build: this build's rows replace the same (kind, notebook)."""
+    fresh = {(r["kind"], r["notebook"]) for r in new}
+    kept = [r for r in old if (r["kind"], r["notebook"]) not in fresh]
+    order = {"lecture": 0, "solution": 1, "release": 2, "site": 3}
+    return sorted(kept + new, key=lambda r: (order.get(r["kind"], 9), r["notebook"]))
+
+
+def build_site(root: Path, build_dir: Path, rows: list[dict], mode: str, browser: bool = True) -> dict:
+    """Write the site into ``build_dir/html``: MathJax, every student release in ``root/assignments``,
+    the index; then (when Chromium is installed) open it in a headless browser with the network
+    off and keep a screenshot of the index. Returns a build-table row for the site."""
+    t0 = time.perf_counter()
+    html_dir = Path(build_dir) / "html"
+    html_dir.mkdir(parents=True, exist_ok=True)
+    problems = []
+    course_site.copy_mathjax(html_dir)
+    for release in sorted(p for p in (Path(root) / "assignments").glob("*") if p.is_dir()):
+        if any(release.glob("*.ipynb")):
+            try:
+                course_site.export_release(release, html_dir)
+            except Exception as exc:  # noqa: BLE001  (report it in the table)
+                problems.append(f"{release.name}: {type(exc).__name__}: {exc}")
+    site_row = {"kind": "site", "notebook": "build/html/index.html", "status": "ok", "seconds": 0.0,
+                "mode": mode, "date": _dt.date.today().isoformat()}
+    course_site.write_index(html_dir, course_site.lessons(root), rows + [site_row], mode=mode)
+    note = ""
+    if browser:
+        why = course_site.browser_unavailable()
+        if why:
+            note = f"browser check skipped: {why}"
         else:
-            os.environ["COURSE_FAST"] = env_fast
-    return out
-
-
-def to_html(nb_path: Path, html_dir: Path) -> Path:
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_filename(str(nb_path))
-    out = html_dir / (nb_path.stem + ".html")
-    out.write_text(body, encoding="utf-8")
-    return out
+            rep = course_site.check_site(html_dir, screenshot=html_dir / "index.png")
+            problems += rep.problems
+            note = (f"opened {len(rep.pages)} pages in headless Chromium ({rep.links} links, {rep.images} figures, "
+                    f"network off) in {rep.seconds:.1f} s; screenshot {html_dir / 'index.png'}")
+    site_row["status"] = "ok" if not problems else f"FAILED: {len(problems)} problems"
+    site_row["seconds"] = time.perf_counter() - t0
+    # write the index again so that its own row is complete
+    course_site.write_index(html_dir, course_site.lessons(root), rows + [site_row], mode=mode)
+    site_row["problems"], site_row["note"] = problems, note
+    return site_row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,34 +140,44 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--fast", action="store_true", help="force FAST mode")
     mode.add_argument("--full", action="store_true", help="force full mode (needs a GPU and CIFAR-10)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="notebook stems to run (default: all)")
-    ap.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
+    ap.add_argument("--no-html", action="store_true", help="skip the HTML rendering and the site")
     ap.add_argument("--no-release", action="store_true", help="do not regenerate assignments/")
     args = ap.parse_args(argv)
 
     fast = True if args.fast else False if args.full else config.fast_mode()
-    nb_dir, html_dir = config.BUILD_DIR / "notebooks", config.BUILD_DIR / "html"
-    nb_dir.mkdir(parents=True, exist_ok=True)
-    html_dir.mkdir(parents=True, exist_ok=True)
+    mode_name = "FAST" if fast else "full"
+    build_dir = config.BUILD_DIR
+    nb_dir, html_dir, instructor_dir = build_dir / "notebooks", build_dir / "html", build_dir / "instructor"
+    for d in (nb_dir, html_dir, instructor_dir):
+        d.mkdir(parents=True, exist_ok=True)
     todo = [(k, p) for k, p in notebooks() if not args.only or p.stem in args.only]
     if args.only and len(todo) < len(args.only):
         known = ", ".join(p.stem for _, p in notebooks())
         print(f"unknown notebook in --only {args.only}; known: {known}", file=sys.stderr)
         return 2
-    print(f"building {len(todo)} notebooks in {'FAST' if fast else 'full'} mode into {config.BUILD_DIR}")
+    print(f"building {len(todo)} notebooks in {mode_name} mode into {build_dir}")
 
-    rows = []
+    rows: list[dict] = []
+    today = _dt.date.today().isoformat()
+
+    def row(kind, name, status, sec):
+        rows.append({"kind": kind, "notebook": name, "status": status, "seconds": sec, "mode": mode_name,
+                     "date": today})
+
     for kind, path in todo:
         t0 = time.perf_counter()
         try:
             out = execute(kind, path, fast, nb_dir)
             if not args.no_html:
-                to_html(out, html_dir)
+                # executed solutions hold the answers and hidden tests: outside the student site
+                target = (html_dir if kind == "lecture" else instructor_dir) / f"{out.stem}.html"
+                to_html(out, target, target.parent)
             status = "ok"
         except Exception as exc:  # keep building the others; report at the end
             status = f"FAILED: {type(exc).__name__}"
             traceback.print_exc(limit=1)
-        rows.append((f"{kind}", path.relative_to(ROOT).as_posix(), status, time.perf_counter() - t0))
-        print(f"  {rows[-1][1]:55s} {status:10s} {rows[-1][3]:6.1f} s", flush=True)
+        row(kind, path.relative_to(ROOT).as_posix(), status, time.perf_counter() - t0)
+        print(f"  {rows[-1]['notebook']:55s} {status:10s} {rows[-1]['seconds']:6.1f} s", flush=True)
 
     if not args.no_release:
         for name in grading.assignments():
@@ -101,15 +190,29 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 status = f"FAILED: {type(exc).__name__}"
                 print(exc, file=sys.stderr)
-            rows.append(("release", f"assignments/{name}/", status, time.perf_counter() - t0))
+            row("release", f"assignments/{name}/", status, time.perf_counter() - t0)
 
-    width = max(len(r[1]) for r in rows) if rows else 10
+    table_file = build_dir / "build_table.json"
+    all_rows = merge_rows(_load_table(table_file), rows)
+    if not args.no_html:
+        site = build_site(ROOT, build_dir, [r for r in all_rows if r["kind"] != "site"], mode_name)
+        for p in site.pop("problems"):
+            print(f"  site: {p}", file=sys.stderr)
+        note = site.pop("note")
+        rows.append(site)
+        all_rows = merge_rows(all_rows, [site])
+    table_file.write_text(json.dumps(all_rows, indent=1))
+
+    width = max(len(r["notebook"]) for r in rows) if rows else 10
     print(f"\n{'kind':9s} {'notebook':{width}s} {'status':10s} {'seconds':>8s}")
     print("-" * (width + 31))
-    for kind, name, status, sec in rows:
-        print(f"{kind:9s} {name:{width}s} {status:10s} {sec:8.1f}")
-    failed = [r for r in rows if r[2] != "ok"]
-    print(f"\n{len(rows) - len(failed)} ok, {len(failed)} failed; executed notebooks in {nb_dir}, HTML in {html_dir}")
+    for r in rows:
+        print(f"{r['kind']:9s} {r['notebook']:{width}s} {r['status']:10s} {r['seconds']:8.1f}")
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"\n{len(rows) - len(failed)} ok, {len(failed)} failed; executed notebooks in {nb_dir}, "
+          f"executed solutions (instructors only) in {instructor_dir}")
+    if not args.no_html:
+        print(f"course site: {html_dir / 'index.html'}" + (f" ({note})" if note else ""))
     return 1 if failed else 0
 
 

@@ -1,0 +1,187 @@
+"""The course site (build/html): built from a tiny synthetic course, checked in headless Chromium
+with the network off; and the clean build log (papermill parameters, no kernel warnings)."""
+import importlib.util
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+course_site = _load("course_site")
+build_course = _load("build_course")
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def _lecture(title: str, figure: bool) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": KERNELSPEC})
+    cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nA first sentence. A second one with maths: $\\alpha^2 + "
+                                      "\\sum_i x_i$ and\n\n$$\\mathcal{L}(\\theta) = \\frac{1}{n}\\sum_i \\ell_i$$\n\n"
+                                      "[Jump to the results](#Results)."),
+        nbformat.v4.new_code_cell("FAST = None\nSEED = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_markdown_cell("## Results"),
+    ]
+    if figure:
+        cells.append(nbformat.v4.new_code_cell(
+            "%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+            "from IPython.display import display\nfig, ax = plt.subplots(figsize=(3, 2))\n"
+            "ax.plot([0, 1, 2], [SEED, 1, 4])\ndisplay(fig)\nplt.close(fig)\nprint('FAST is', FAST)"))
+    else:
+        cells.append(nbformat.v4.new_code_cell("print('FAST is', FAST, 'SEED is', SEED)"))
+    nb.cells = cells
+    return nb
+
+
+def _assignment(n: int) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": KERNELSPEC})
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# Assignment {n} · Toy things (1 point)\n\n## Part A (1 point)"),
+                nbformat.v4.new_code_cell("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()")]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tmp_path_factory):
+    """A course of two lessons (one with a figure), executed and rendered as `./course.sh build` does."""
+    root = tmp_path_factory.mktemp("course")
+    (root / "notebooks").mkdir()
+    nbformat.write(_lecture("01 · Toys: a tiny lesson with a figure", True), root / "notebooks" / "01_toys.ipynb")
+    nbformat.write(_lecture("02 · More toys: a second lesson", False), root / "notebooks" / "02_more.ipynb")
+    for n, name in ((1, "a01_toys"), (2, "a02_more")):
+        for top in ("solutions", "assignments"):
+            (root / top / name).mkdir(parents=True)
+            nbformat.write(_assignment(n), root / top / name / f"{name}.ipynb")
+    build = root / "build"
+    rows, logs = [], []
+    for kind, path in build_course.notebooks(root):
+        if kind != "lecture":
+            continue
+        out = build_course.execute(kind, path, True, build / "notebooks")
+        build_course.to_html(out, build / "html" / f"{out.stem}.html", build / "html")
+        rows.append({"kind": kind, "notebook": f"notebooks/{path.name}", "status": "ok", "seconds": 1.0,
+                     "mode": "FAST", "date": "2025-01-01"})
+    site_row = build_course.build_site(root, build, rows, "FAST", browser=False)
+    return root, build / "html", site_row
+
+
+def test_lessons_are_discovered_in_order_with_summaries(tiny_site):
+    """Lessons come from notebooks/ and solutions/, paired by number, with the title's summary."""
+    root, _, _ = tiny_site
+    les = course_site.lessons(root)
+    assert [(x.number, x.title, x.lecture) for x in les] == [("01", "Toys", "01_toys"), ("02", "More toys", "02_more")]
+    assert les[0].summary == "a tiny lesson with a figure"
+    assert les[1].assignments == [("a02_more", "Assignment 2 · Toy things (1 point)")]
+
+
+def test_index_links_lectures_assignments_and_the_build_table(tiny_site):
+    """The index links every executed lecture, each assignment's page and .ipynb, and shows the table."""
+    _, html_dir, site_row = tiny_site
+    index = (html_dir / "index.html").read_text()
+    hrefs = re.findall(r'href="([^"]+)"', index)
+    for h in ("01_toys.html", "02_more.html", "assignments/a01_toys.html", "assignments/a01_toys/a01_toys.ipynb",
+              "assignments/a02_more.html", "assignments/a02_more/a02_more.ipynb"):
+        assert h in hrefs, h
+        assert (html_dir / h).exists(), h
+    assert index.index("Toys") < index.index("More toys")
+    for text in ("notebooks/01_toys.ipynb", "FAST", "2025-01-01", "torch", "nbconvert", "./course.sh build",
+                 "./course.sh check"):
+        assert text in index, text
+    assert site_row["status"] == "ok", site_row["problems"]
+
+
+def test_pages_load_nothing_from_the_network(tiny_site):
+    """No page has a script, style sheet or image from an http(s) URL; figures are data URIs."""
+    _, html_dir, _ = tiny_site
+    pages = sorted(html_dir.rglob("*.html"))
+    pages = [p for p in pages if "mathjax" not in p.parts]
+    assert len(pages) == 5  # index, two lectures, two assignments
+    for page in pages:
+        text = page.read_text()
+        loads = re.findall(r'<(?:script|img|link|iframe)\b[^>]*\b(?:src|href)="([^"]*)"', text)
+        assert not [u for u in loads if re.match(r"(https?:)?//", u)], (page.name, loads)
+    lecture = (html_dir / "01_toys.html").read_text()
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', lecture)
+    assert 'src="mathjax/MathJax.js?config=' in lecture
+    assert 'src="../mathjax/MathJax.js?config=' in (html_dir / "assignments" / "a01_toys.html").read_text()
+
+
+def test_solutions_are_not_on_the_site(tiny_site):
+    """The student site never contains the instructors' solution notebooks."""
+    root, html_dir, _ = tiny_site
+    assert not list(html_dir.rglob("*solution*"))
+    assert not (root / "build" / "html" / "a01_toys.html").exists()
+
+
+_NO_BROWSER = course_site.browser_unavailable()
+
+
+@pytest.mark.skipif(_NO_BROWSER is not None, reason=f"browser check: {_NO_BROWSER}")
+def test_site_in_headless_chromium_offline(tiny_site):
+    """Chromium, network off, opens every page from disk: every link resolves, every figure loads,
+    the maths is typeset, no request leaves file://; the index's screenshot is kept."""
+    _, html_dir, _ = tiny_site
+    shot = html_dir / "index.png"
+    rep = course_site.check_site(html_dir, screenshot=shot)
+    assert rep.problems == []
+    assert sorted(rep.pages) == ["01_toys.html", "02_more.html", "assignments/a01_toys.html",
+                                 "assignments/a02_more.html", "index.html"]
+    assert rep.images >= 1 and rep.links >= 6
+    assert rep.formulas >= 4  # two formulas in each lecture, typeset by the local MathJax
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(_NO_BROWSER is not None, reason=f"browser check: {_NO_BROWSER}")
+def test_browser_check_reports_broken_links_external_loads_and_missing_figures(tmp_path):
+    """The checker is not blind: a broken link, a missing anchor, a figure that does not load and a
+    request to the internet are each reported."""
+    (tmp_path / "index.html").write_text(
+        '<html><body><a href="nowhere.html">x</a> <a href="#nothing">y</a> <a href="page.html">z</a>'
+        '<img src="missing.png"></body></html>')
+    (tmp_path / "page.html").write_text('<html><body><img src="https://example.org/fig.png"></body></html>')
+    rep = course_site.check_site(tmp_path)
+    text = "\n".join(rep.problems)
+    assert "broken link" in text and "nowhere.html" in text
+    assert "missing anchor #nothing" in text
+    assert "image did not load" in text and "missing.png" in text
+    assert "request left file://: https://example.org/fig.png" in text
+    assert sorted(rep.pages) == ["index.html", "page.html"]
+
+
+def test_build_log_has_no_kernel_or_parameter_warnings(tmp_path, capfd, caplog):
+    """Executing a lecture as the build does prints neither ipykernel's TCP warning nor papermill's
+    parameter warnings."""
+    nb = tmp_path / "03_quiet.ipynb"
+    nbformat.write(_lecture("03 · Quiet: nothing to say", False), nb)
+    with caplog.at_level(logging.WARNING):
+        out = build_course.execute("lecture", nb, True, tmp_path / "out")
+    err = capfd.readouterr()
+    log = err.out + err.err + caplog.text
+    assert "without encryption" not in log and "Unable to parse" not in log and "unknown parameter" not in log, log
+    text = json.dumps(nbformat.read(out, as_version=4).cells[-1].outputs)
+    assert "FAST is True SEED is 0" in text
+
+
+@pytest.mark.parametrize("lecture", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_papermill_finds_fast_and_seed_in_every_lecture(lecture, caplog):
+    """`papermill --help-notebook` lists FAST and SEED for every lecture, with no parse warning."""
+    import papermill as pm
+
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        params = pm.inspect_notebook(str(ROOT / "notebooks" / lecture))
+    assert "FAST" in params and "SEED" in params, f"{lecture}: papermill sees only {sorted(params)}"
+    assert params["FAST"]["default"] == "None"
+    assert "Unable to parse" not in caplog.text, caplog.text
