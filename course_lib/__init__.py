@@ -9,6 +9,8 @@ Foundation
     ``data``         data sets (digits offline; CIFAR-10/100, SVHN) and forget sets
     ``models``       SmallCNN, MLP, ResNet-18 (CIFAR stem)
     ``train``        the one SGD loop for one model (``sgd_steps`` + loss closures), prediction
+    ``fastpath``     the same training on a GPU: data resident on the device, on-device augmentation,
+                     bf16, channels_last, optional torch.compile (``train.fit`` hands over on CUDA)
     ``engine``       training many small models at once: slots, batch plans, masked SGD step, schedule
     ``masks``        everything that returns a parameter mask: the operations, SalUn's saliency
                      (``masks/salient.py``), pruning (``masks/pruning.py``), localisation (``masks/localization.py``)

@@ -201,6 +201,35 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, 
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def random_crop_flip_device(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+                            channels_last: bool = False) -> torch.Tensor:
+    """:func:`random_crop_flip` with its random draws made on ``x``'s device (a CUDA batch takes
+    a CUDA ``generator``; ``None`` uses that device's default stream), so a GPU batch is
+    augmented with no host round trip. Same draws in the same order: with a CPU generator in the
+    same state the output equals :func:`random_crop_flip`'s bit for bit. ``channels_last=True``
+    returns the gathered ``[B, H, W, C]`` storage as a channels-last tensor (no extra copy)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"random_crop_flip_device expects a batch [B, C, H, W], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    from .validation import check_int
+
+    pad = check_int(pad, "pad", lo=0)
+    dev = x.device
+    if generator is not None and generator.device.type != dev.type:
+        raise ValueError(f"the generator lives on {generator.device} but the batch on {dev}; make it with "
+                         f"torch.Generator(device={str(dev)!r}) (or pass generator=None)")
+    B, _, H, W = x.shape
+    shifts = torch.randint(-pad, pad + 1, (2, B), generator=generator, device=dev)
+    flips = torch.rand(B, generator=generator, device=dev) < 0.5
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = torch.arange(H, device=dev)[None] + pad + shifts[0][:, None]  # [B, H]
+    cols = torch.arange(W, device=dev)[None] + pad + shifts[1][:, None]  # [B, W]
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    b = torch.arange(B, device=dev)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return out if channels_last else out.contiguous()
+
+
 # ----------------------------------------------------------------------------- forget sets
 
 def _check_labels(y: torch.Tensor) -> torch.Tensor:

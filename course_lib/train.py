@@ -8,6 +8,10 @@ Masked training: pass ``mask`` (``{parameter name: bool tensor}``, True = may ch
 :mod:`course_lib.masks`) and the parameters outside the mask are restored after every step, so
 momentum and weight decay cannot move "frozen" weights. Many small models trained at once
 (populations, SISA shards, LegoNet adapters) use :mod:`course_lib.engine` instead.
+
+On CUDA, :func:`fit`, :func:`predict_logits` and :func:`features` take the fast path of
+:mod:`course_lib.fastpath` (whole data set on the device, on-device crop + flip, bf16,
+channels-last, optional ``torch.compile``); on the CPU they run the plain loop below.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from . import config
+from . import config, fastpath
 from .device import autocast
 from .engine import lr_factor
 from .masks import Mask, restore_masked, snapshot
@@ -93,7 +97,7 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
     with Stopwatch() as sw:
         for _ in progress(range(epochs), desc=desc, total=epochs):
             order = torch.randperm(n_rows, generator=gen)
-            running = torch.zeros(())
+            running = torch.zeros(())  # follows the loss to its device: one host sync per epoch
             for start in range(0, n_rows, batch_size):
                 idx = order[start:start + batch_size]
                 loss = loss_of_batch(idx)
@@ -103,7 +107,9 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
                 sched.step()
                 if mask is not None:
                     restore_masked(model, mask, reference)
-                running += loss.detach().float().cpu() * idx.numel()
+                contribution = loss.detach().float() * idx.numel()
+                running = running.to(contribution.device)
+                running += contribution
                 log.steps += 1
             log.losses.append(float(running) / n_rows)
     log.seconds = sw.seconds
@@ -118,9 +124,14 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int = 20,
 
     The data move to the model's device once. ``augment(xb, generator)`` may transform each
     batch (e.g. :func:`course_lib.data.random_crop_flip`). Returns a :class:`TrainLog`.
+    On CUDA this is :func:`course_lib.fastpath.fit_fast` (same batches and schedule).
     """
     check_xy(X, y, "training data")
     dev = model_device(model)
+    if fastpath.enabled(dev):
+        return fastpath.fit_fast(model, X, y, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+                                 weight_decay=weight_decay, seed=seed, schedule=schedule, augment=augment,
+                                 mask=mask, desc=desc)
     Xd, yd = X.to(dev), y.to(dev)
     aug_gen = torch.Generator().manual_seed(config.derive_seed(seed, 1))
     loss_fn = nn.CrossEntropyLoss()
@@ -142,6 +153,8 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int = 20,
 def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits ``[N, n_classes]`` (float32, on the CPU), in eval mode, in batches."""
     dev = model_device(model)
+    if fastpath.enabled(dev):
+        return fastpath.predict_fast(model, X, batch_size, what="logits")
     was_training = model.training
     model.eval()
     outs = []
@@ -164,6 +177,8 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
 def features(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Penultimate features ``[N, model.feature_dim]`` (float32, on the CPU), eval mode."""
     dev = model_device(model)
+    if fastpath.enabled(dev):
+        return fastpath.predict_fast(model, X, batch_size, what="features")
     was_training = model.training
     model.eval()
     out = torch.cat([model.features(X[s:s + batch_size].to(dev)).float().cpu()
