@@ -25,3 +25,10 @@ c.ExecutePreprocessor.timeout = 600
 c.Execute.timeout = 600
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Autograding that holds (see course_lib.grading.autograde_preprocessors): a static check of the
+# answer cells before execution, and after it a test cell scores only if it ran to its end with
+# no error and no tampering above it; warnings (stderr) and displayed values never change a score.
+from course_lib.grading import autograde_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = autograde_preprocessors()

@@ -590,6 +590,28 @@ def scan_cell(source: str, protected: set[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _global_reads(tree) -> set[str]:
+    """Global names a module-level piece of code reads without binding them itself (its own
+    functions' free globals included), from Python's symbol tables."""
+    import ast
+    import symtable
+    try:
+        top = symtable.symtable(ast.unparse(tree), "<cell>", "exec")
+    except SyntaxError:
+        return set()
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    reads: set[str] = set()
+
+    def walk(t):
+        for sym in t.get_symbols():
+            if sym.is_referenced() and (t.get_type() == "module" or sym.is_global()):
+                reads.add(sym.get_name())
+        for child in t.get_children():
+            walk(child)
+    walk(top)
+    return reads - bound
+
+
 def protected_names(cells) -> set[str]:
     """Names bound at module level by the locked code cells that the test cells read, directly or
     through the given functions they call. ``cells``: nbformat cells of the (sanitised) notebook."""
@@ -611,9 +633,8 @@ def protected_names(cells) -> set[str]:
             tree = ast.parse(TransformerManager().transform_cell(src))
         except Exception:  # noqa: BLE001
             continue
-        loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         if m.get("grade") and not m.get("solution"):
-            tests_read |= loads
+            tests_read |= _global_reads(tree)                # names the test cell does not define itself
         elif m.get("locked") and not m.get("solution"):
             for node in tree.body:
                 names = []
@@ -623,7 +644,9 @@ def protected_names(cells) -> set[str]:
                     names = [(a.asname or a.name.split(".")[0]) for a in node.names]
                 else:
                     names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
-                reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                reads = set()                  # a given function reads its free globals when it is called
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                    reads = _global_reads(ast.Module(body=[node], type_ignores=[]))
                 for nm in names:
                     defined.setdefault(nm, set()).update(reads)
     out: set[str] = set()

@@ -84,3 +84,53 @@ def test_solution_full_marks_blank_zero(name):
     assert sol.max_score > 0
     assert sol.score == sol.max_score, f"solution scored {sol.score}/{sol.max_score}"
     assert blank.score == 0, f"the blank release scored {blank.score}/{blank.max_score}: some test needs no student code"
+
+
+def _graded_cells(name):
+    nb = json.loads(next((ROOT / "solutions" / name).glob("*.ipynb")).read_text(encoding="utf-8"))
+    return nb["cells"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_test_cells_start_with_a_comment_and_display_nothing(name):
+    """Every graded test cell opens with a comment line (never a docstring: nbgrader grades on outputs)
+    and has no bare top-level expression other than a call."""
+    import ast
+    for cell in _graded_cells(name):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell["cell_type"] != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        src = "".join(cell["source"])
+        assert src.lstrip().startswith("#"), f"{name}/{meta['grade_id']}: the first line must be a comment"
+        code = "\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        for node in ast.parse(code).body:
+            assert not (isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call)), \
+                f"{name}/{meta['grade_id']} line {node.lineno}: a bare expression displays a value"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stated_points_match_the_test_cells(name):
+    """The title states the total, each "## Part X (N points)" heading the points of its test cells,
+    and the notebook states the academic-integrity rule."""
+    import re
+    cells = _graded_cells(name)
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    title = re.search(r"^# .*\((\d+) points?\)", text, re.M)
+    pts = {}
+    part = None
+    for c in cells:
+        src = "".join(c["source"])
+        if c["cell_type"] == "markdown":
+            m = re.search(r"^## Part (\w+)\b.*?\((\d+) points?\)", src, re.M)
+            if m:
+                part = m.group(1)
+                pts.setdefault(part, [int(m.group(2)), 0])
+        meta = c.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and part is not None:
+            pts[part][1] += meta.get("points", 0)
+    total = sum(c.get("metadata", {}).get("nbgrader", {}).get("points", 0) for c in cells
+                if c.get("metadata", {}).get("nbgrader", {}).get("grade"))
+    assert title and int(title.group(1)) == total, f"{name}: the title must state the total, {total} points"
+    for p, (stated, got) in pts.items():
+        assert stated == got, f"{name}: Part {p} states {stated} points, its test cells give {got}"
+    assert "academic integrity" in text.lower(), f"{name}: state the academic-integrity rule"

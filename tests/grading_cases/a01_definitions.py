@@ -1,0 +1,88 @@
+"""Synthetic submissions of a01_definitions (9 points: A 3, B 2 + 2, C 2)."""
+from . import Case, solution_of, stub
+
+A = "a01_definitions"
+SOL = {g: solution_of(A, g) for g in ("part_a_solution", "part_b_solution", "part_c_solution")}
+STUB = {g: stub(A, g) for g in ("part_a_solution", "part_b_solution", "part_c_solution")}
+
+CASES = [
+    Case("solution"),
+    Case("blank", base="release", score=0),
+    # (1) Part A solved, the interactivity tip on the Part B stub: Part A's 3 points, nothing more
+    Case("cheat 1: interactivity 'all' + stubs", base="release",
+         edits={"part_a_solution": SOL["part_a_solution"],
+                "part_b_solution": STUB["part_b_solution"] + '\nget_ipython().ast_node_interactivity = "all"'},
+         score=3, parts={"test_ridge_remove": 3}),
+    # (2) patching what the hidden test trusts: the library's estimator replaced by the student's fake
+    Case("cheat 2: course_lib.audit.epsilon_per_example replaced",
+         edits={"part_b_solution": "import course_lib.audit\n"
+                                   "course_lib.audit.epsilon_per_example = lambda a, b, delta=1e-5, **k: np.zeros(1)\n\n"
+                                   "def epsilon_two_samples(scores_a, scores_b, delta=1e-5):\n    return 0.0\n"},
+         score=3, parts={"test_ridge_remove": 3, "test_epsilon_values": 0, "test_epsilon_properties": 0}),
+    Case("cheat 2: no-op assert_own_code + library call",
+         edits={"part_b_solution": "import course_lib.grading\n"
+                                   "course_lib.grading.assert_own_code = lambda *a, **k: None\n"
+                                   "from course_lib import audit\n\n"
+                                   "def epsilon_two_samples(scores_a, scores_b, delta=1e-5):\n"
+                                   "    a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)\n"
+                                   "    return float(audit.epsilon_per_example(a[:, None], b[:, None], delta=delta,"
+                                   " confidence=None)[0])\n"},
+         score=3, parts={"test_epsilon_values": 0, "test_epsilon_properties": 0, "test_part_c": 0}),
+    # (3) rebinding the helper the visible test uses as its reference
+    Case("cheat 3: ridge_state redefined to agree with a fake",
+         edits={"part_a_solution": "def ridge_remove(A_inv, b, X_f, Y_f):\n    return A_inv, b\n\n"
+                                   "ridge_state = lambda X, Y, alpha: (np.eye(np.shape(X)[1]), np.zeros(np.shape(X)[1:]))\n"},
+         at_most=0),
+    # (4) the answer key in disguise: a default argument (Part A), a closure (Part B)
+    Case("cheat 4: reference via default argument and closure",
+         edits={"part_a_solution": "from course_lib.exact.ridge import woodbury_downdate\n\n"
+                                   "def ridge_remove(A_inv, b, X_f, Y_f, _w=woodbury_downdate):\n"
+                                   "    X_f = np.atleast_2d(np.asarray(X_f, dtype=np.float64))\n"
+                                   "    return _w(np.asarray(A_inv, dtype=np.float64), X_f), np.asarray(b) - X_f.T @ np.asarray(Y_f)\n",
+                "part_b_solution": "from course_lib import audit\n\ndef _make():\n    f = audit.epsilon_per_example\n"
+                                   "    def eps(scores_a, scores_b, delta=1e-5):\n"
+                                   "        a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)\n"
+                                   "        if a.ndim != 1 or a.shape != b.shape or len(a) < 2:\n"
+                                   "            raise ValueError('bad input')\n"
+                                   "        return float(f(a[:, None], b[:, None], delta=delta, confidence=None)[0])\n"
+                                   "    return eps\n\nepsilon_two_samples = _make()\n"},
+         score=2, parts={"test_ridge_remove": 0, "test_epsilon_values": 0, "test_epsilon_properties": 0}),
+    # the shortcut the text forbids: re-inverting the d x d matrix
+    Case("bug: re-inverts A (forbidden shortcut)",
+         edits={"part_a_solution": "def ridge_remove(A_inv, b, X_f, Y_f):\n"
+                                   "    X_f = np.atleast_2d(np.asarray(X_f, dtype=np.float64))\n"
+                                   "    A = np.linalg.inv(A_inv) - X_f.T @ X_f\n"
+                                   "    return np.linalg.inv(A), np.asarray(b, dtype=np.float64) - X_f.T @ np.asarray(Y_f, dtype=np.float64)\n"},
+         score=6, parts={"test_ridge_remove": 0}),
+    # a plausible bug: only the attack "score > t => a" (one direction)
+    Case("bug: one attack direction only",
+         edits={"part_b_solution": SOL["part_b_solution"].replace("for pos, neg in ((a, b), (b, a)):",
+                                                                 "for pos, neg in ((a, b),):")},
+         score=5, parts={"test_epsilon_values": 0, "test_epsilon_properties": 0}),
+    # correct, written differently: Sherman-Morrison one row at a time; thresholds vectorised
+    Case("different: Sherman-Morrison loop, vectorised thresholds",
+         edits={"part_a_solution": "def ridge_remove(A_inv, b, X_f, Y_f):\n"
+                                   "    M = np.array(A_inv, dtype=np.float64, copy=True)\n"
+                                   "    X_f = np.asarray(X_f, dtype=np.float64).reshape(-1, M.shape[0])\n"
+                                   "    for x in X_f:\n        Mx = M @ x\n"
+                                   "        M = M + np.outer(Mx, Mx) / (1.0 - x @ Mx)\n"
+                                   "    Y_f = np.asarray(Y_f, dtype=np.float64).reshape(len(X_f), *np.shape(b)[1:])\n"
+                                   "    return M, np.asarray(b, dtype=np.float64) - X_f.T @ Y_f\n",
+                "part_b_solution": "def epsilon_two_samples(scores_a, scores_b, delta=1e-5):\n"
+                                   "    a = np.asarray(scores_a, dtype=float)\n    b = np.asarray(scores_b, dtype=float)\n"
+                                   "    if a.ndim != 1 or b.ndim != 1 or len(a) != len(b) or len(a) < 2:\n"
+                                   "        raise ValueError('need two 1-D samples of the same length >= 2')\n"
+                                   "    if not np.isfinite(np.concatenate([a, b])).all():\n"
+                                   "        raise ValueError('scores must be finite')\n"
+                                   "    n = len(a)\n    t = np.concatenate([[-np.inf], np.unique(np.concatenate([a, b]))])\n"
+                                   "    eps = [0.0]\n    for pos, neg in ((a, b), (b, a)):\n"
+                                   "        fpr = (neg[None, :] > t[:, None]).mean(axis=1)\n"
+                                   "        fnr = (pos[None, :] <= t[:, None]).mean(axis=1)\n"
+                                   "        for num, den in ((fpr, fnr), (fnr, fpr)):\n"
+                                   "            top = 1 - delta - num\n"
+                                   "            with np.errstate(divide='ignore', invalid='ignore'):\n"
+                                   "                vals = np.log(top / np.maximum(den, 1 / n))\n"
+                                   "            eps += list(vals[top > 0])\n"
+                                   "    return float(max(eps))\n",
+                "part_c_solution": "N_MIN = 21\nANSWER_C2 = 'c'\n"}),
+]

@@ -1,0 +1,79 @@
+"""Synthetic submissions of a02_sisa (12 points: A 1 + 1, B 3, C 4, D 2, E 1)."""
+from . import Case, solution_of, stub
+
+A = "a02_sisa"
+SOL = {g: solution_of(A, g) for g in ("assign_rows", "slice_share", "retrain_shard", "unlearn", "expected_cost",
+                                      "answer_e")}
+STUB = {g: stub(A, g) for g in ("assign_rows", "retrain_shard", "unlearn", "expected_cost")}
+
+NO_RETRAIN = '''def unlearn(model, ids):
+    ids = torch.as_tensor(ids).long().flatten()
+    if len(ids) == 0 or len(torch.unique(ids)) != len(ids):
+        raise ValueError("bad request")
+    pos = model.positions(ids)
+    start = {}
+    for s, r in zip(model.shard[pos].tolist(), model.slice[pos].tolist()):
+        start[s] = min(r, start.get(s, r))
+    model.drop(pos)
+    shards = sorted(start)
+    samples = sum(EPOCHS * len(model.union(s, r)) for s in shards for r in range(start[s], model.R))
+    return {"shards": shards, "from_slices": [start[s] for s in shards], "samples": samples}
+'''
+
+CASES = [
+    Case("solution"),
+    Case("blank", base="release", score=0),
+    Case("cheat 1: interactivity 'all' + stubs", base="release",
+         edits={"assign_rows": SOL["assign_rows"],
+                "retrain_shard": STUB["retrain_shard"] + '\nget_ipython().ast_node_interactivity = "all"'},
+         score=1, parts={"test_assign_rows": 1}),
+    Case("cheat 2: no-op assert_own_code + library call", base="release",
+         edits={"assign_rows": "import course_lib.grading as g\ng.assert_own_code = lambda *a, **k: None\n"
+                               "from course_lib.exact.sisa import assign\n\n"
+                               "def assign_rows(ids, seed, n_shards, n_slices):\n"
+                               "    return assign(ids, seed, n_shards, n_slices)\n"},
+         at_most=0),
+    # (3) the issue's example: a never-training unlearn made green by redefining same_model
+    Case("cheat 3: never re-trains + `same_model = lambda *a: True`",
+         edits={"unlearn": NO_RETRAIN + "\nsame_model = lambda *a, **k: True\n"},
+         score=5, parts={"test_retrain_shard": 3, "test_unlearn": 0}),
+    # (4) a function object of the library copied whole
+    Case("cheat 4: assign_rows = sisa.assign (copied whole)",
+         edits={"assign_rows": "from course_lib.exact import sisa\nassign_rows = sisa.assign\n"},
+         score=11, parts={"test_assign_rows": 0, "test_unlearn": 4}),
+    # plausible bugs the old tests let through
+    Case("bug: slice of the last id in the shard, not the earliest",
+         edits={"unlearn": SOL["unlearn"].replace("start[s] = min(r, start.get(s, r))", "start[s] = r")},
+         score=8, parts={"test_unlearn": 0}),
+    Case("bug: ids used as positions",
+         edits={"unlearn": SOL["unlearn"].replace("pos = model.positions(ids)", "pos = ids")},
+         at_most=8, parts={"test_unlearn": 0}),
+    Case("different: Python-int arithmetic, loops",
+         edits={"assign_rows": "def assign_rows(ids, seed, n_shards, n_slices):\n"
+                               "    for v in (n_shards, n_slices):\n"
+                               "        if type(v) is not int or v < 1:\n"
+                               "            raise ValueError('n_shards and n_slices must be integers >= 1')\n"
+                               "    hs = [int(v) for v in id_hash(ids, seed)]\n"
+                               "    shard = torch.tensor([v % n_shards for v in hs], dtype=torch.int64)\n"
+                               "    slc = torch.tensor([(v // n_shards) % n_slices for v in hs], dtype=torch.int64)\n"
+                               "    return shard, slc\n",
+                "slice_share": "SLICE0_SHARE = 1",
+                "retrain_shard": "def retrain_shard(model, s, from_slice):\n"
+                                 "    if from_slice > 0:\n        state = copy.deepcopy(model.ckpt[(s, from_slice - 1)])\n"
+                                 "    else:\n        state = model.init_state(s)\n    total = 0\n    r = from_slice\n"
+                                 "    while r < model.R:\n        total = total + model.train_slice(state, s, r)\n"
+                                 "        model.ckpt[(s, r)] = copy_state(state)\n        r += 1\n    return total\n",
+                "unlearn": "def unlearn(model, ids):\n    req = [int(i) for i in torch.as_tensor(ids).reshape(-1)]\n"
+                           "    if not req or len(set(req)) < len(req):\n        raise ValueError('empty or repeated ids')\n"
+                           "    pos = model.positions(torch.tensor(req))\n    first = {}\n"
+                           "    for p in pos.tolist():\n        s, r = int(model.shard[p]), int(model.slice[p])\n"
+                           "        if s not in first or r < first[s]:\n            first[s] = r\n"
+                           "    model.drop(pos)\n    shards = sorted(first)\n"
+                           "    cost = [retrain_shard(model, s, first[s]) for s in shards]\n"
+                           "    return {'shards': shards, 'from_slices': [first[s] for s in shards], 'samples': sum(cost)}\n",
+                "expected_cost": "def expected_cost(slice_rows, e):\n    sizes = [float(v) for v in slice_rows]\n"
+                                 "    total, cost = sum(sizes), 0.0\n    for r, k in enumerate(sizes):\n"
+                                 "        cost += k / total * sum(e * sum(sizes[:j + 1]) for j in range(r, len(sizes)))\n"
+                                 "    return cost\n",
+                "answer_e": "answer_e = 'c'\n"}),
+]
