@@ -98,7 +98,7 @@ def test_stopwatch_measures():
     import time
     with train.Stopwatch() as sw:
         time.sleep(0.02)
-    assert 0.015 < sw.seconds < 1
+    assert 0.015 < sw.seconds < 30   # lower bound: it measured the sleep; upper: a generous guard, not a speed claim
 
 
 def test_sgd_steps_custom_loss_by_hand():
