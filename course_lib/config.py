@@ -64,6 +64,37 @@ def fast_mode(fast: bool | None = None) -> bool:
     return not torch.cuda.is_available()
 
 
+# ------------------------------------------------------------------------- smoke runs
+#: Caps of a *smoke run* (``COURSE_SMOKE=1``): the full-mode code path with the work cut to sizes and
+#: loop counts that a CPU finishes in seconds, so that CI executes every full-mode branch (ResNet-18,
+#: augmentation, the full hyper-parameter tables) on a miniature CIFAR-10. Only sizes and loop counts
+#: change: every call that trains still trains (``SMOKE_STEPS`` optimisation steps), every sweep
+#: still runs (its first and last points), every data set still loads (its first rows).
+SMOKE_STEPS = 2          # optimisation steps per training call (train.sgd_steps, engine plans, DP, stacks)
+SMOKE_BATCH = 16         # largest mini-batch of a single-model training call
+SMOKE_ROWS = (256, 128)  # largest training and test sets data.load returns
+SMOKE_ITERATIONS = 2     # largest count of other iterative loops (SynFlow scoring, IMP rounds)
+
+
+def smoke() -> bool:
+    """True in a smoke run: ``COURSE_SMOKE=1`` (see :data:`SMOKE_STEPS` and its neighbours)."""
+    return bool(_env_flag("COURSE_SMOKE"))
+
+
+def smoke_cap(n: int, cap: int) -> int:
+    """``min(n, cap)`` in a smoke run, ``n`` otherwise (a size or a loop count)."""
+    return min(int(n), int(cap)) if smoke() else n
+
+
+def smoke_sweep(values, keep: int = 2) -> list:
+    """A sweep's points: all of them, or in a smoke run its first and last (``keep=2``) or its
+    first (``keep=1``), so that both ends of every sweep still run."""
+    values = list(values)
+    if not smoke() or len(values) <= keep:
+        return values
+    return values[:1] if keep == 1 else values[:keep - 1] + values[-1:]
+
+
 def in_ci() -> bool:
     """True under continuous integration (the ``CI`` variable is set to a true value)."""
     return bool(_env_flag("CI"))

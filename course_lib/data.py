@@ -77,11 +77,21 @@ def load(name: str = "digits", root: str | Path | None = None, download: bool = 
     if name not in NAMES:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     if name == "digits":
-        return load_digits()
+        return _smoke_rows(load_digits())
     root = Path(root) if root is not None else config.DATA_DIR
     if name in ("cifar10", "cifar100"):
-        return _load_cifar(name, root, download)
-    return _load_svhn(root, download)
+        return _smoke_rows(_load_cifar(name, root, download))
+    return _smoke_rows(_load_svhn(root, download))
+
+
+def _smoke_rows(ds: DataSplit) -> DataSplit:
+    """In a smoke run (:func:`course_lib.config.smoke`) the first ``config.SMOKE_ROWS`` rows."""
+    n_train, n_test = (config.smoke_cap(len(ds.y_train), config.SMOKE_ROWS[0]),
+                       config.smoke_cap(len(ds.y_test), config.SMOKE_ROWS[1]))
+    if (n_train, n_test) == (len(ds.y_train), len(ds.y_test)):
+        return ds
+    return DataSplit(ds.name, ds.X_train[:n_train], ds.y_train[:n_train], ds.X_test[:n_test], ds.y_test[:n_test],
+                     ds.classes)
 
 
 def load_digits(test_size: float = 0.25, seed: int = 0) -> DataSplit:

@@ -141,9 +141,12 @@ def train_dp(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, target_epsil
         loss_fn = nn.CrossEntropyLoss()
         log = TrainLog()
         with Stopwatch() as sw:
+            stop = config.smoke_cap(epochs * len(dl), config.SMOKE_STEPS)  # a smoke run's step cap
             for _ in range(epochs):
                 total, count = 0.0, 0
                 for xb, yb in dl:
+                    if log.steps == stop:
+                        break
                     if xb.shape[0] == 0:       # Poisson sampling can draw an empty batch
                         continue
                     opt.zero_grad(set_to_none=True)
@@ -154,6 +157,8 @@ def train_dp(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, target_epsil
                     count += xb.shape[0]
                     log.steps += 1
                 log.losses.append(total / max(count, 1))
+                if log.steps == stop:
+                    break
         log.seconds = sw.seconds
         eps = float(engine.get_epsilon(delta)) if opt.noise_multiplier > 0 else float("inf")
     out = copy.deepcopy(model)

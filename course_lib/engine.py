@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from . import config
 from .validation import check_schedule
 
 Params = dict[str, torch.Tensor]
@@ -98,7 +99,11 @@ def batch_plan(orders: Sequence[torch.Tensor], batch_size: int, pad: int, lr: fl
     rows = torch.full((E * spe, B), pad, dtype=torch.long)
     rows[valid] = torch.cat([o.long().cpu() for o in orders])
     weights = valid.float() / valid.sum(1, keepdim=True).float()
-    return Plan(rows, weights, lr_schedule(lr, rows.shape[0], schedule), E * m)
+    lrs = lr_schedule(lr, rows.shape[0], schedule)
+    if config.smoke():  # a smoke run's step cap (config.smoke): the plan's first steps
+        T = config.SMOKE_STEPS
+        return Plan(rows[:T], weights[:T], lrs[:T], int(valid[:T].sum()))
+    return Plan(rows, weights, lrs, E * m)
 
 
 def pad_plans(plans: Sequence[Plan], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

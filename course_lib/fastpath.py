@@ -155,7 +155,9 @@ def fit_fast(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int 
     net = model if opts.compile is None else torch.compile(model, mode=opts.compile)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _optimizer(params, dev, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    batch_size = config.smoke_cap(batch_size, config.SMOKE_BATCH)
     total = epochs * -(-n // batch_size)
+    stop = config.smoke_cap(total, config.SMOKE_STEPS)  # a smoke run's step cap (config.smoke)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, schedule))
     reference = snapshot(model) if mask is not None else None
     if mask is not None:
@@ -176,6 +178,8 @@ def fit_fast(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int 
             order = torch.randperm(n, generator=order_gen).to(dev, non_blocking=True)
             running = torch.zeros((), device=dev)
             for start in range(0, n, batch_size):
+                if log.steps == stop:
+                    break
                 idx = order[start:start + batch_size]
                 xb, yb = Xd[idx], yd[idx]
                 if aug is not None:
@@ -199,6 +203,8 @@ def fit_fast(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int 
                 running += loss.detach().float() * idx.numel()
                 log.steps += 1
             log.losses.append(float(running) / n)  # the one host-device synchronisation per epoch
+            if log.steps == stop:
+                break
     log.seconds = sw.seconds
     return log
 

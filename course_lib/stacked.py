@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
-from . import engine
+from . import config, engine
 from .models import seeded
 from .train import Stopwatch, TrainLog, progress
 from .validation import check_seeds, check_sgd, check_xy
@@ -149,17 +149,22 @@ class StackedModels:
         gradients; ``value`` (a scalar tensor) is averaged per epoch into ``self.log.losses``."""
         check_sgd(epochs, 1, lr, momentum, weight_decay, schedule)
         total, step, M = epochs * steps_per_epoch, 0, {k: torch.zeros_like(v) for k, v in self.params.items()}
+        stop = config.smoke_cap(total, config.SMOKE_STEPS)  # a smoke run's step cap (config.smoke)
         self.log = TrainLog()
         with Stopwatch() as sw:
             for _ in progress(range(epochs), desc=desc, total=epochs):
                 running = 0.0
                 for _ in range(steps_per_epoch):
+                    if step == stop:
+                        break
                     grads, value = grads_of_step(self.params)
                     engine.sgd_update(self.params, M, grads, lr * engine.lr_factor(step, total, schedule),
                                       momentum, weight_decay)
                     step += 1
                     running = running + value.detach()          # no GPU sync per step
                 self.log.losses.append(float(running) / max(steps_per_epoch, 1))
+                if step == stop:
+                    break
         self.log.steps, self.log.seconds = step, sw.seconds
         return self
 

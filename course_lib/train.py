@@ -71,6 +71,12 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Mini-batches per epoch of :func:`sgd_steps` (a loss closure that tracks epochs needs it):
+    ``ceil(n_rows / batch_size)``, with the batch cut to ``config.SMOKE_BATCH`` in a smoke run."""
+    return -(-int(n_rows) // config.smoke_cap(batch_size, config.SMOKE_BATCH))
+
+
 def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tensor], torch.Tensor], *,
               epochs: int, batch_size: int, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
               seed: int = 0, schedule: str = "cosine", mask: Mask | None = None,
@@ -86,10 +92,11 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
     log = TrainLog()
     if epochs == 0 or n_rows == 0:
         return log
+    batch_size = config.smoke_cap(batch_size, config.SMOKE_BATCH)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    steps_per_epoch = -(-n_rows // batch_size)
-    total = epochs * steps_per_epoch
+    total = epochs * steps_per_epoch(n_rows, batch_size)
+    stop = config.smoke_cap(total, config.SMOKE_STEPS)  # a smoke run's step cap (config.smoke)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, schedule))
     reference = snapshot(model) if mask is not None else None
     gen = torch.Generator().manual_seed(seed)
@@ -99,6 +106,8 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
             order = torch.randperm(n_rows, generator=gen)
             running = torch.zeros(())  # follows the loss to its device: one host sync per epoch
             for start in range(0, n_rows, batch_size):
+                if log.steps == stop:
+                    break
                 idx = order[start:start + batch_size]
                 loss = loss_of_batch(idx)
                 opt.zero_grad(set_to_none=True)
@@ -112,6 +121,8 @@ def sgd_steps(model: nn.Module, n_rows: int, loss_of_batch: Callable[[torch.Tens
                 running += contribution
                 log.steps += 1
             log.losses.append(float(running) / n_rows)
+            if log.steps == stop:
+                break
     log.seconds = sw.seconds
     return log
 

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import config
 from ..validation import check_number, check_xy
 
 __all__ = ["localize", "layers", "Layer", "parameter_scores", "unit_scores", "select_units", "select_layers",
@@ -279,6 +280,7 @@ def critmem_channels(model: nn.Module, forget, *, max_units: int = 64, exclude_c
     params = dict(work.named_parameters())
     reference = {n: p.detach().clone() for n, p in params.items()}
     dev = next(work.parameters()).device
+    max_units = config.smoke_cap(max_units, config.SMOKE_ITERATIONS)  # a smoke run's loop cap
     chosen, evals, flipped = [], 0, 0
     for i in range(X.shape[0]):
         xb, yb = X[i:i + 1].to(dev), y[i:i + 1].to(dev)

@@ -141,7 +141,7 @@ def synflow(model: nn.Module, sparsity: float, input_shape: tuple[int, ...], ite
     depend on the forget set: 002's criterion 1). The model is not changed.
     """
     s = _check_sparsity(sparsity)
-    iterations = check_int(iterations, "iterations", lo=1)
+    iterations = config.smoke_cap(check_int(iterations, "iterations", lo=1), config.SMOKE_ITERATIONS)
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d < 1 for d in shape):
         raise ValueError(f"input_shape is the shape of one input without the batch axis, e.g. (1, 8, 8); got {input_shape!r}")
@@ -204,11 +204,11 @@ def _train_ce(model: nn.Module, X, y, *, epochs, batch_size, lr, momentum, weigh
               snapshot_after_epoch: int | None = None) -> dict[str, torch.Tensor] | None:
     """Cross-entropy SGD (train.sgd_steps); returns the weights after ``snapshot_after_epoch``
     epochs if asked (taken inside the run, so momentum and the schedule are those of one run)."""
-    from ..train import model_device, sgd_steps
+    from ..train import model_device, sgd_steps, steps_per_epoch
 
     dev = model_device(model)
     Xd, yd = X.to(dev), y.to(dev)
-    spe = -(-X.shape[0] // batch_size)
+    spe = steps_per_epoch(X.shape[0], batch_size)
     state = {"step": 0, "snap": None}
     target = None if snapshot_after_epoch is None else snapshot_after_epoch * spe
 
@@ -223,6 +223,8 @@ def _train_ce(model: nn.Module, X, y, *, epochs, batch_size, lr, momentum, weigh
         state["snap"] = {n: p.detach().clone() for n, p in model.named_parameters()}
     sgd_steps(model, X.shape[0], loss, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
               weight_decay=weight_decay, seed=seed, schedule=schedule, mask=mask, desc="imp")
+    if target is not None and state["snap"] is None:  # a smoke run's capped steps end before that epoch
+        state["snap"] = {n: p.detach().clone() for n, p in model.named_parameters()}
     return state["snap"]
 
 
@@ -245,7 +247,7 @@ def imp_trace(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sparsity: floa
     """
     s = _check_sparsity(sparsity)
     check_xy(X, y, "training data")
-    rounds = check_int(rounds, "rounds", lo=1)
+    rounds = config.smoke_cap(check_int(rounds, "rounds", lo=1), config.SMOKE_ITERATIONS)
     epochs = check_int(epochs, "epochs", lo=1)
     rewind_epoch = check_int(rewind_epoch, "rewind_epoch", lo=0)
     if rewind_epoch >= epochs:

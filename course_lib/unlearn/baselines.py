@@ -18,7 +18,7 @@ from .. import config
 from ..device import autocast
 from ..masks import Mask, restore_masked, snapshot
 from ..models import seeded
-from ..train import fit, model_device, sgd_steps
+from ..train import fit, model_device, sgd_steps, steps_per_epoch
 from . import register
 
 def _sgd(model: nn.Module, n_rows: int, loss_of_batch, *, seed: int, epochs: int, lr: float, batch_size: int,
@@ -153,12 +153,12 @@ def _l1_sparse(model, retain, forget, *, valid, seed, gamma, l1_schedule, **hp):
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     dev = model_device(model)
     Xr, yr = retain[0].to(dev), retain[1].to(dev)
-    steps_per_epoch = -(-Xr.shape[0] // hp["batch_size"])
+    spe = steps_per_epoch(Xr.shape[0], hp["batch_size"])
     step = {"n": 0}
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loss(idx):
-        epoch = step["n"] // steps_per_epoch
+        epoch = step["n"] // spe
         step["n"] += 1
         idx = idx.to(dev)
         with autocast(dev):

@@ -280,7 +280,7 @@ def _influence(model, retain, forget, *, valid, seed, mask, alpha, damping, n_sa
         step = torch.linalg.solve(H + damping * torch.eye(d, dtype=torch.float64, device=H.device),
                                   v.double()).to(v.dtype)
     else:
-        n = check_int(n_samples, "n_samples", 1)
+        n = config.smoke_cap(check_int(n_samples, "n_samples", 1), config.SMOKE_BATCH)  # n x d floats in memory
         rows = torch.arange(X.shape[0])
         if n < X.shape[0]:
             g = torch.Generator().manual_seed(config.derive_seed(seed, 5))

@@ -1,0 +1,84 @@
+"""Full mode, executed: every lecture and every graded solution runs with FAST off on a miniature
+CIFAR-10 written here in torchvision's on-disk format, in a *smoke run* (``COURSE_SMOKE=1``:
+``config.SMOKE_*`` caps sizes and loop counts only). Every full-mode branch is taken: ResNet-18 with
+the CIFAR stem, the augmentation, the full hyper-parameter tables, LegoNet's ImageNet encoder (from a
+hub cache holding random ResNet-34 weights in torchvision's file, since nothing can be downloaded).
+
+Select with ``-m fullpath``; CI runs them with the rest. Seconds are printed, never asserted."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import minicifar
+
+ROOT = Path(__file__).resolve().parent.parent
+LECTURES = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "solutions").glob("*/*.ipynb"))
+
+
+def _id(p: Path) -> str:
+    return p.relative_to(ROOT).as_posix()
+
+
+@pytest.fixture(scope="session")
+def full_mode_env(tmp_path_factory):
+    """COURSE_DATA with the miniature CIFAR-10 and TORCH_HOME with cached (random) ImageNet weights."""
+    import torchvision
+
+    root = tmp_path_factory.mktemp("full-mode")
+    minicifar.write_cifar10(root / "data")
+    hub = root / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    for arch, weights in [("resnet34", torchvision.models.ResNet34_Weights.DEFAULT)]:
+        torch.manual_seed(0)
+        net = torchvision.models.get_model(arch, weights=None)
+        torch.save(net.state_dict(), hub / Path(weights.url).name)
+    return {"COURSE_DATA": str(root / "data"), "TORCH_HOME": str(root / "torch"), "COURSE_FAST": "0",
+            "COURSE_SMOKE": "1"}
+
+
+def _outputs(nb: dict) -> str:
+    text = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            text.append("".join(o.get("text", "")))
+            text.extend("".join(v) for k, v in o.get("data", {}).items() if k in ("text/plain", "text/markdown", "text/html"))
+    return "\n".join(text)
+
+
+#: What each run must show to prove it took the full-mode branches (besides "full mode").
+EXPECT = {
+    "00_unlearning_basics": ["cifar10", "resnet18"],
+    "01_definitions": ["cifar10", "small_cnn"],
+    "02_sisa": ["cifar10", "SmallCNN"],
+    "03_legonet": ["cifar10", "encoder: imagenet", "resnet18"],
+    "04_boundary": ["cifar10", "resnet18"],
+    "05_salun": ["cifar10", "resnet18"],
+    "06_sparsity": ["cifar10", "resnet18"],
+    "07_del": ["cifar10", "resnet18"],
+}
+
+
+@pytest.mark.fullpath
+@pytest.mark.parametrize("path", LECTURES + SOLUTIONS, ids=_id)
+def test_full_mode_runs_on_miniature_cifar10(path, tmp_path, monkeypatch, full_mode_env):
+    """papermill runs the notebook with FAST off, top to bottom, and its outputs show the full setting."""
+    import papermill as pm
+
+    for k, v in full_mode_env.items():
+        monkeypatch.setenv(k, v)
+    params = {"FAST": False} if path in LECTURES else {}
+    out = tmp_path / path.name
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), progress_bar=False,
+                        kernel_name="python3", execution_timeout=int(os.environ.get("COURSE_CELL_TIMEOUT_S", "900")))
+    print(f"{_id(path)} (full mode, smoke run): {time.perf_counter() - t0:.1f} s")
+    text = _outputs(json.loads(out.read_text(encoding="utf-8")))
+    if path in LECTURES:
+        assert "full mode" in text, "the banner should say full mode"
+        missing = [w for w in EXPECT.get(path.stem, []) if w not in text]
+        assert not missing, f"{_id(path)}: outputs never mention {missing}: a full-mode branch was not taken"
