@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     fast = True if args.fast else False if args.full else config.fast_mode()
-    mode_name = "FAST" if fast else "full"
+    mode_name = ("FAST" if fast else "full") + (" (smoke run)" if config.smoke() else "")
     build_dir = config.BUILD_DIR
     nb_dir, html_dir, instructor_dir = build_dir / "notebooks", build_dir / "html", build_dir / "instructor"
     for d in (nb_dir, html_dir, instructor_dir):
