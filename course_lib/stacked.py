@@ -176,6 +176,7 @@ class StackedModels:
         its seed) in batches of ``batch_size``; ``loss(params, rows [N, B]) -> [N]`` (one loss per
         model, ``params`` the stacked parameters). ``self.log.losses``: mean loss per epoch."""
         check_sgd(epochs, batch_size, lr, momentum, weight_decay, schedule)
+        batch_size = config.smoke_cap(batch_size, config.SMOKE_BATCH)  # a smoke run's batch cap, as train.sgd_steps
         gens = [torch.Generator().manual_seed(s) for s in self.seeds]
         spe = -(-n_rows // batch_size)
         state = {"order": None, "t": spe}

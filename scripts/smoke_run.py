@@ -31,7 +31,7 @@ def prepare(where: Path) -> dict:
         torch.manual_seed(0)
         torch.save(torchvision.models.get_model("resnet34", weights=None).state_dict(), hub / Path(w.url).name)
     return {"COURSE_DATA": str(where / "data"), "TORCH_HOME": str(where / "torch"), "COURSE_FAST": "0",
-            "COURSE_SMOKE": "1", "COURSE_QUIET": "1"}
+            "COURSE_SMOKE": "1", "COURSE_QUIET": "1", "OMP_NUM_THREADS": "1"}
 
 
 def main() -> int:

@@ -70,7 +70,7 @@ def train_group(est, data, group: list[int | None], start: dict[int, int], resum
     grads = engine.vmap_ce_grads(est._base, data.X, data.y)
     samples = steps = 0
     for r in range(min(start[s] for s in real), est.n_slices):
-        plans = [est._plan(data, s, r) if s is not None and r >= start[s] else engine.Plan.empty(est.batch_size)
+        plans = [est._plan(data, s, r) if s is not None and r >= start[s] else engine.Plan.empty(est._batch)
                  for s in group]
         P, M = engine.train_slots(P, M, plans, grads, pad=data.pad, momentum=est.momentum,
                                   weight_decay=est.weight_decay, device=est.device)

@@ -226,7 +226,13 @@ class SISA(ExactEstimator):
         for e in range(self.epochs_per_slice if pos.numel() else 0):
             gen = torch.Generator().manual_seed(config.derive_seed(self.seed, _ORDER, s, r, e))
             orders.append(pos[torch.randperm(pos.numel(), generator=gen)])
-        return engine.batch_plan(orders, self.batch_size, data.pad, self.lr, self.schedule)
+        return engine.batch_plan(orders, self._batch, data.pad, self.lr, self.schedule)
+
+    @property
+    def _batch(self) -> int:
+        """Rows per mini-batch of a plan: ``batch_size``, cut to ``config.SMOKE_BATCH`` in a smoke run
+        (:func:`course_lib.config.smoke`; the vectorised path pads every batch to this size)."""
+        return config.smoke_cap(self.batch_size, config.SMOKE_BATCH)
 
     def _init_state(self, s: int) -> State:
         m = models.seeded(self.make_model, config.derive_seed(self.seed, _INIT, s)).to(self.device)

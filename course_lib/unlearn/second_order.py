@@ -182,11 +182,13 @@ def _fisher(model, retain, forget, *, valid, seed, mask, alpha, row_mean, fisher
     """Fisher forgetting: theta_o + N(0, diag(var)), var from the retain set's Fisher diagonal."""
     alpha = check_number(alpha, "alpha", 0.0)
     Xr = retain[0]
-    if fisher_samples is not None:  # a uniform subsample of D_r (full mode: the Fisher costs C backward passes per example)
-        n = check_int(fisher_samples, "fisher_samples", 1)
-        if n < Xr.shape[0]:
-            g = torch.Generator().manual_seed(config.derive_seed(seed, 6))
-            Xr = Xr[torch.randperm(Xr.shape[0], generator=g)[:n]]
+    # a uniform subsample of D_r (full mode: the Fisher costs C backward passes per example); a smoke run
+    # (config.smoke) caps it at config.SMOKE_BATCH rows like IU's curvature sample
+    n = Xr.shape[0] if fisher_samples is None else check_int(fisher_samples, "fisher_samples", 1)
+    n = config.smoke_cap(n, config.SMOKE_BATCH)
+    if n < Xr.shape[0]:
+        g = torch.Generator().manual_seed(config.derive_seed(seed, 6))
+        Xr = Xr[torch.randperm(Xr.shape[0], generator=g)[:n]]
     if mask is not None:
         check(mask, model)
     fisher = fisher_diagonal(model, Xr, batch_size=fisher_batch)
