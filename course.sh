@@ -8,6 +8,8 @@
 #   ./course.sh lab [jupyter lab args]             open JupyterLab on the course (--allow-root if root)
 #   ./course.sh check NAME|NOTEBOOK                students: run your assignment (e.g. a02_sisa) in a
 #                                                  fresh kernel, see which parts pass, fail, are not done
+#   ./course.sh grade NAME SUBMISSIONS [options]   TAs: grade a folder of notebooks/zips in parallel: table,
+#                                                  grades.csv + feedback in build/grades/NAME (--help)
 #
 # Environment: a virtual environment in .venv (override with COURSE_VENV), made with python3.11
 # (override with COURSE_PYTHON). Conda users can instead `conda env create -f environment.yml`
@@ -74,6 +76,16 @@ case "$cmd" in
       exit 2
     fi
     exec python scripts/check.py "$@"
+    ;;
+  grade)
+    ensure_env
+    export PATH="$VENV/bin:$PATH"
+    if [ $# -lt 2 ] && [ "${1:-}" != -h ] && [ "${1:-}" != --help ]; then
+      echo "usage: ./course.sh grade NAME SUBMISSIONS [--workers N] [--timeout S] [--due WHEN] [--roster FILE] [--full]" >&2
+      echo "       (e.g. ./course.sh grade a02_sisa ~/Downloads/a02; ./course.sh grade --help for all options)" >&2
+      exit 2
+    fi
+    exec python scripts/grade.py "$@"
     ;;
   *)
     sed -n '2,17p' "$0"
