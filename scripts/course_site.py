@@ -265,6 +265,7 @@ full: the sources' experiments (CIFAR-10, ResNet-18) on a GPU.</p>
 <pre><code>./course.sh build            # execute every notebook, write this site (build/html/index.html)
 ./course.sh lab              # JupyterLab on the course (lectures in notebooks/)
 ./course.sh check a02_sisa   # students: run your assignment, see which parts pass
+./course.sh grade a02_sisa SUBMISSIONS   # TAs: grade a folder of notebooks or zips (table, CSV, feedback)
 ./course.sh test             # the test suite</code></pre>
 <p>Lectures run in FAST mode on a laptop (set <code>FAST = False</code> in a lecture's first cell,
 or build with <code>--full</code>, on a GPU). Students fill in <code>assignments/&lt;name&gt;/&lt;name&gt;.ipynb</code>;

@@ -24,7 +24,7 @@ def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8).reshape(n, 3072)  # channel-major rows, as CIFAR stores them
 
 
-def write_cifar10(root: str | Path, n_train: int = 120, n_test: int = 60, seed: int = 0) -> Path:
+def write_cifar10(root: str | Path, n_train: int = 160, n_test: int = 80, seed: int = 0) -> Path:
     """Write ``n_train`` training images (split over the five batches) and ``n_test`` test images
     under ``root/cifar-10-batches-py``; returns ``root`` (pass it as ``COURSE_DATA``)."""
     root = Path(root)

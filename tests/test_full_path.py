@@ -1,5 +1,5 @@
 """Full mode, executed: every lecture and every graded solution runs with FAST off on a miniature
-CIFAR-10 (120 + 60 images) written here in torchvision's on-disk format, in a *smoke run* (``COURSE_SMOKE=1``:
+CIFAR-10 (160 + 80 images) written here in torchvision's on-disk format, in a *smoke run* (``COURSE_SMOKE=1``:
 ``config.SMOKE_*`` caps sizes and loop counts only). Every full-mode branch is taken: ResNet-18 with
 the CIFAR stem, the augmentation, the full hyper-parameter tables, LegoNet's ImageNet encoder (from a
 hub cache holding random ResNet-34 weights in torchvision's file, since nothing can be downloaded).
