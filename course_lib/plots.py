@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .explorer import explorer  # noqa: F401  (re-exported: the lectures call plots.explorer)
 from .metrics import DISPARITY_METRICS
 from .train import predict_logits
 
@@ -92,49 +93,6 @@ def metric_bars(df, metric: str, reference: str | None = "Retrain", ax=None):
     ax.set_xlabel(metric)
     ax.invert_yaxis()
     return ax.figure
-
-
-# ----------------------------------------------------------------------------- explorers
-
-def explorer(view, **controls):
-    """An ipywidgets explorer that degrades to a static output.
-
-    ``view(**values)`` draws one view (a figure, a table, printed text) from precomputed results
-    and returns what it drew (its callback must never retrain big models). ``controls`` map each
-    argument to an ipywidgets abbreviation (a list of options, a ``(min, max, step)`` tuple, a
-    bool) or widget; the first option / the widget's value is the default view.
-
-    The default view is always drawn once as an ordinary output, so papermill runs and the HTML
-    build show it; in a live Jupyter session the controls follow below it. Returns the default
-    view's result (tests call ``view`` with other values directly).
-    """
-    from IPython.display import display
-
-    defaults = {k: _default_value(v) for k, v in controls.items()}
-    result = view(**defaults)
-    try:
-        import ipywidgets as W
-    except ImportError:  # widgets are optional: the static view above says everything
-        return result
-    box = W.interactive(view, {"manual": False}, **controls)
-    for k, v in defaults.items():
-        box.children[list(controls).index(k)].value = v
-    box.children[-1].clear_output()   # the static view above already shows the default
-    display(W.VBox(list(box.children[:-1]) + [box.children[-1]]))
-    return result
-
-
-def _default_value(control):
-    if hasattr(control, "value"):
-        return control.value
-    if isinstance(control, (list, tuple)) and control and isinstance(control[0], tuple) and len(control[0]) == 2 \
-            and isinstance(control[0][0], str):
-        return control[0][1]                        # [(label, value), ...]
-    if isinstance(control, list):
-        return control[0]
-    if isinstance(control, tuple) and len(control) in (2, 3):
-        return control[0]                           # (min, max[, step]): start at min
-    return control
 
 
 # ----------------------------------------------------------------------------- decision space (lesson 4)

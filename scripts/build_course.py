@@ -11,20 +11,24 @@ Chromium is installed), build/instructor/*.html (executed solutions: NOT for stu
 table of notebooks with status and seconds (also kept in build/build_table.json, so that a build
 with --only updates its rows and keeps the others). Exits 1 if any step failed.
 
+The build never hangs: every notebook runs in a child process (course_lib/nbrun.py) with a per-cell
+timeout (COURSE_CELL_TIMEOUT seconds; FAST default 300) and a whole-notebook timeout
+(COURSE_NOTEBOOK_TIMEOUT; FAST default 900), after which the child and its kernel are killed. A notebook
+whose kernel died or timed out is run once more: "ok (retried)" in the table when the second run
+passes, else "FAILED: timeout after N s in cell K (first line)"; the build goes on and exits 1.
+Explorers run headless (COURSE_HEADLESS=1: the static view, no live widgets). A lecture over 60 s gets
+its slowest cells printed.
+
 The log shows the table and real problems only: the kernels run on IPC sockets in a private folder
 (on POSIX), so ipykernel's "Kernel is running over TCP without encryption" warning does not apply.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
-import os
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import course_site  # noqa: E402
-from course_lib import config, grading  # noqa: E402
+from course_lib import config, grading, nbrun  # noqa: E402
 
 
 def notebooks(root: Path = ROOT) -> list[tuple[str, Path]]:
@@ -41,42 +45,29 @@ def notebooks(root: Path = ROOT) -> list[tuple[str, Path]]:
     return [("lecture", p) for p in lectures] + [("solution", p) for p in solutions]
 
 
-def kernel_config(sock_dir: str):
-    """nbclient config: the kernel talks over IPC sockets in ``sock_dir`` (POSIX), not TCP."""
-    from traitlets.config import Config
-
-    c = Config()
-    if os.name == "posix":
-        c.KernelManager.transport = "ipc"
-        c.KernelManager.ip = os.path.join(sock_dir, "kernel")
-    return c
-
-
-@contextlib.contextmanager
-def _env(**values):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def execute(kind: str, path: Path, fast: bool, out_dir: Path) -> Path:
-    import papermill as pm
+    """Execute one notebook (see :func:`run_one`); raises RuntimeError with the status when it fails."""
+    res = run_one(kind, path, fast, out_dir)
+    if not res.ok:
+        raise RuntimeError(f"{path.name}: {res.status}\n{res.error[-1500:]}")
+    return res.output
 
+
+def run_one(kind: str, path: Path, fast: bool, out_dir: Path) -> nbrun.RunResult:
+    """Execute one notebook into ``out_dir`` through :func:`course_lib.nbrun.execute`: a child process
+    with a per-cell timeout (``COURSE_CELL_TIMEOUT``), a whole-notebook timeout
+    (``COURSE_NOTEBOOK_TIMEOUT``), one retry of a run whose kernel died or timed out, and headless
+    explorers (``COURSE_HEADLESS=1``). Graded notebooks take no parameters: they read ``COURSE_FAST``."""
     out = Path(out_dir) / path.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # graded notebooks read COURSE_FAST (they take no parameters)
-    with _env(COURSE_FAST="1" if fast else "0"), tempfile.TemporaryDirectory(prefix="course-kernel-") as sock:
-        pm.execute_notebook(str(path), str(out), parameters={"FAST": fast} if kind == "lecture" else {},
-                            cwd=str(path.parent), progress_bar=False, kernel_name="python3",
-                            config=kernel_config(sock))
-    return out
+    return nbrun.execute(path, out, parameters={"FAST": fast} if kind == "lecture" else {}, cwd=path.parent,
+                         env={"COURSE_FAST": "1" if fast else "0"}, fast=fast)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def to_html(nb_path: Path, out: Path, html_root: Path) -> Path:
@@ -164,20 +155,25 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"kind": kind, "notebook": name, "status": status, "seconds": sec, "mode": mode_name,
                      "date": today})
 
+    slow = []
     for kind, path in todo:
-        t0 = time.perf_counter()
-        try:
-            out = execute(kind, path, fast, nb_dir)
-            if not args.no_html:
+        res = run_one(kind, path, fast, nb_dir)
+        status = res.status
+        if res.log.strip():   # warnings the notebook's process printed deserve a look
+            print("\n".join(f"  | {ln}" for ln in res.log.strip().splitlines()[-40:]), file=sys.stderr)
+        if res.ok and not args.no_html:
+            try:
                 # executed solutions hold the answers and hidden tests: outside the student site
-                target = (html_dir if kind == "lecture" else instructor_dir) / f"{out.stem}.html"
-                to_html(out, target, target.parent)
-            status = "ok"
-        except Exception as exc:  # keep building the others; report at the end
-            status = f"FAILED: {type(exc).__name__}"
-            traceback.print_exc(limit=1)
-        row(kind, path.relative_to(ROOT).as_posix(), status, time.perf_counter() - t0)
+                target = (html_dir if kind == "lecture" else instructor_dir) / f"{res.output.stem}.html"
+                to_html(res.output, target, target.parent)
+            except Exception as exc:  # noqa: BLE001  (keep building the others; report at the end)
+                status = f"FAILED: HTML export: {type(exc).__name__}: {exc}"[:200]
+        elif not res.ok:
+            print(f"  {path.name}: {res.error.strip()[-1200:]}", file=sys.stderr)
+        row(kind, _rel(path), status, res.seconds)
         print(f"  {rows[-1]['notebook']:55s} {status:10s} {rows[-1]['seconds']:6.1f} s", flush=True)
+        if kind == "lecture" and res.seconds > nbrun.SLOW_NOTEBOOK_S:
+            slow.append((rows[-1]["notebook"], res))
 
     if not args.no_release:
         for name in grading.assignments():
@@ -204,11 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     table_file.write_text(json.dumps(all_rows, indent=1))
 
     width = max(len(r["notebook"]) for r in rows) if rows else 10
-    print(f"\n{'kind':9s} {'notebook':{width}s} {'status':10s} {'seconds':>8s}")
-    print("-" * (width + 31))
+    sw = max([10] + [len(r["status"]) for r in rows])
+    print(f"\n{'kind':9s} {'notebook':{width}s} {'status':{sw}s} {'seconds':>8s}")
+    print("-" * (width + sw + 21))
     for r in rows:
-        print(f"{r['kind']:9s} {r['notebook']:{width}s} {r['status']:10s} {r['seconds']:8.1f}")
-    failed = [r for r in rows if r["status"] != "ok"]
+        print(f"{r['kind']:9s} {r['notebook']:{width}s} {r['status']:{sw}s} {r['seconds']:8.1f}")
+    for name, res in slow:
+        print(f"\n{name} took {res.seconds:.0f} s (over {nbrun.SLOW_NOTEBOOK_S:.0f} s); its slowest cells:")
+        for c in res.slowest(5):
+            print(f"  cell {c.cell:3d} {c.seconds:7.1f} s  {c.first_line}")
+    failed = [r for r in rows if not r["status"].startswith("ok")]
     print(f"\n{len(rows) - len(failed)} ok, {len(failed)} failed; executed notebooks in {nb_dir}, "
           f"executed solutions (instructors only) in {instructor_dir}")
     if not args.no_html:

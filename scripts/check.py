@@ -44,8 +44,10 @@ def kernel_config(sock_dir: str):
     private folder (no "Kernel is running over TCP without encryption" warning)."""
     from traitlets.config import Config
 
+    from course_lib import nbrun
+
     c = Config()
-    c.Execute.timeout = 600
+    c.Execute.timeout = nbrun.cell_timeout()   # COURSE_CELL_TIMEOUT, else the mode's default
     if os.name == "posix":
         c.KernelManager.transport = "ipc"
         c.KernelManager.ip = os.path.join(sock_dir, "kernel")
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("notebook", help="an assignment's name (e.g. a02_sisa) or a path to a notebook")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("COURSE_HEADLESS", "1")   # the kernel inherits it: explorers draw static views
     try:
         path = resolve(args.notebook)
     except FileNotFoundError as exc:

@@ -229,12 +229,12 @@ def write_index(html_dir: Path, lesson_list: list[Lesson], rows: list[dict], *, 
             f"<td>{'<br>'.join(graded) or '<span class=missing>none</span>'}</td></tr>")
     build_rows = []
     for r in rows:
-        cls = "ok" if r["status"] == "ok" else "failed"
+        cls = "ok" if r["status"].startswith("ok") else "failed"
         build_rows.append(
             f"<tr><td>{esc(r['kind'])}</td><td><code>{esc(r['notebook'])}</code></td>"
             f"<td class='{cls}'>{esc(r['status'])}</td><td class='num'>{r['seconds']:.1f}</td>"
             f"<td>{esc(r.get('mode', ''))}</td><td>{esc(r.get('date', ''))}</td></tr>")
-    n_ok = sum(r["status"] == "ok" for r in rows)
+    n_ok = sum(r["status"].startswith("ok") for r in rows)
     vers = ", ".join(f"{k} {v}" for k, v in versions.items())
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = f"""<!DOCTYPE html>

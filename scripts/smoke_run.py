@@ -6,15 +6,13 @@ slowest cells: the by-hand twin of ``tests/test_full_path.py`` (``-m fullpath``)
 The miniature CIFAR-10 and random "ImageNet" weights are written to a scratch folder (or DIR).
 """
 import argparse
-import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def prepare(where: Path) -> dict:
@@ -39,29 +37,22 @@ def main() -> int:
     ap.add_argument("notebooks", nargs="+", type=Path)
     ap.add_argument("--keep", type=Path, default=None, help="folder for the data, weights and executed notebooks")
     args = ap.parse_args()
-    import papermill as pm
+    from course_lib import nbrun
 
     where = args.keep or Path(tempfile.mkdtemp(prefix="course-smoke-"))
     where.mkdir(parents=True, exist_ok=True)
-    os.environ.update(prepare(where))
+    env = prepare(where)
     failed = 0
     for nb in args.notebooks:
         nb = nb.resolve()
         out = where / nb.name
         params = {"FAST": False} if nb.parent.name == "notebooks" else {}
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent), progress_bar=False,
-                                kernel_name="python3")
-            status = "ok"
-        except Exception as exc:  # noqa: BLE001
-            status, failed = f"FAILED: {str(exc)[-1500:]}", failed + 1
-        print(f"== {nb.name}: {status} ({time.perf_counter() - t0:.1f} s); executed notebook: {out}")
-        if out.exists():
-            cells = json.loads(out.read_text())["cells"]
-            timed = sorted(((c.get("metadata", {}).get("papermill", {}).get("duration") or 0, i)
-                            for i, c in enumerate(cells) if c["cell_type"] == "code"), reverse=True)[:8]
-            print("   slowest cells: " + ", ".join(f"#{i} {d:.1f}s" for d, i in timed))
+        res = nbrun.execute(nb, out, parameters=params, cwd=nb.parent, env=env, fast=False)
+        failed += not res.ok
+        print(f"== {nb.name}: {res.status} ({res.seconds:.1f} s); executed notebook: {out}")
+        if not res.ok:
+            print(res.error[-1500:])
+        print("   slowest cells: " + ", ".join(f"#{c.cell} {c.seconds:.1f}s" for c in res.slowest(8)))
     return 1 if failed else 0
 
 

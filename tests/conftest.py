@@ -4,6 +4,7 @@ import os
 os.environ["COURSE_FAST"] = "1"
 os.environ.setdefault("COURSE_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("COURSE_HEADLESS", "1")   # explorers draw their static view; no live widgets
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

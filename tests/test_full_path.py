@@ -6,8 +6,6 @@ hub cache holding random ResNet-34 weights in torchvision's file, since nothing 
 
 Select with ``-m fullpath``; CI runs them with the rest. Seconds are printed, never asserted."""
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -66,18 +64,16 @@ EXPECT = {
 
 @pytest.mark.fullpath
 @pytest.mark.parametrize("path", LECTURES + SOLUTIONS, ids=_id)
-def test_full_mode_runs_on_miniature_cifar10(path, tmp_path, monkeypatch, full_mode_env):
+def test_full_mode_runs_on_miniature_cifar10(path, tmp_path, full_mode_env):
     """papermill runs the notebook with FAST off, top to bottom, and its outputs show the full setting."""
-    import papermill as pm
+    from course_lib import nbrun
 
-    for k, v in full_mode_env.items():
-        monkeypatch.setenv(k, v)
     params = {"FAST": False} if path in LECTURES else {}
     out = tmp_path / path.name
-    t0 = time.perf_counter()
-    pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), progress_bar=False,
-                        kernel_name="python3", execution_timeout=int(os.environ.get("COURSE_CELL_TIMEOUT_S", "900")))
-    print(f"{_id(path)} (full mode, smoke run): {time.perf_counter() - t0:.1f} s")
+    res = nbrun.execute(path, out, parameters=params, cwd=path.parent, env=full_mode_env, fast=False)
+    print(f"{_id(path)} (full mode, smoke run): {res.status} in {res.seconds:.1f} s; slowest cells: "
+          + ", ".join(f"{c.cell}: {c.seconds:.1f} s" for c in res.slowest(3)))
+    assert res.ok, f"{_id(path)}: {res.status}\n{res.error[-3000:]}"
     text = _outputs(json.loads(out.read_text(encoding="utf-8")))
     if path in LECTURES:
         assert "full mode" in text, "the banner should say full mode"

@@ -167,9 +167,11 @@ def test_build_log_has_no_kernel_or_parameter_warnings(tmp_path, capfd, caplog):
     nb = tmp_path / "03_quiet.ipynb"
     nbformat.write(_lecture("03 · Quiet: nothing to say", False), nb)
     with caplog.at_level(logging.WARNING):
-        out = build_course.execute("lecture", nb, True, tmp_path / "out")
+        res = build_course.run_one("lecture", nb, True, tmp_path / "out")
+    assert res.ok, res.status
+    out = res.output
     err = capfd.readouterr()
-    log = err.out + err.err + caplog.text
+    log = err.out + err.err + caplog.text + res.log    # res.log: what the notebook's own process printed
     assert "without encryption" not in log and "Unable to parse" not in log and "unknown parameter" not in log, log
     text = json.dumps(nbformat.read(out, as_version=4).cells[-1].outputs)
     assert "FAST is True SEED is 0" in text

@@ -27,6 +27,7 @@ def _env(fast: bool = True) -> dict:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # nbgrader calls alembic
     env["COURSE_FAST"] = "1" if fast else "0"
     env.setdefault("COURSE_QUIET", "1")
+    env.setdefault("COURSE_HEADLESS", "1")   # no live widgets in a graded run (course_lib/explorer.py)
     return env
 
 
@@ -93,6 +94,29 @@ def release_is_current(name: str, root: Path | None = None) -> list[str]:
     return problems
 
 
+def _nbgrader_autograde(name: str, course: Path, fast: bool) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nbgrader", "autograde", name, "--force"]
+    return subprocess.run(cmd, cwd=course, env=_env(fast), capture_output=True, text=True)
+
+
+def _open_gradebook(course: Path, log: str = ""):
+    """The scratch course's gradebook; a RuntimeError that says why when SQLite cannot open it."""
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import OperationalError
+
+    path = course / "build" / "nbgrader" / "gradebook.db"
+    try:
+        return Gradebook("sqlite:///" + str(path))
+    except OperationalError as exc:
+        free = shutil.disk_usage(course.parent).free / 2**20 if course.parent.exists() else float("nan")
+        raise RuntimeError(
+            f"could not open the gradebook of the scratch course {course} ({exc.orig}); the course folder "
+            f"{'exists' if course.exists() else 'is gone'}, its gradebook folder "
+            f"{'exists' if path.parent.exists() else 'is gone'}, {free:.0f} MiB free in {course.parent}. "
+            "SQLite says this when it cannot create the file or its journal: a full temporary folder, or one "
+            f"cleaned while grading ran. nbgrader's log ends:\n{log[-1500:]}") from None
+
+
 @dataclass
 class GradeReport:
     """Score of one submission of one assignment.
@@ -119,7 +143,7 @@ def autograde(name: str, submissions: dict[str, Path], root: Path | None = None,
     Never raises for one student's broken, missing or renamed notebook: that submission scores 0
     and its report says why in ``problem``.
     """
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     root = Path(root or config.ROOT)
     tmp = _scratch_course(root, [name])
@@ -134,12 +158,10 @@ def autograde(name: str, submissions: dict[str, Path], root: Path | None = None,
             else:
                 shutil.copytree(tmp / "assignments" / name, dest)  # data files travel with the release
                 shutil.copy(nb, dest / nb_name)
-        cmd = [sys.executable, "-m", "nbgrader", "autograde", name, "--force"]
-        proc = subprocess.run(cmd, cwd=tmp, env=_env(fast), capture_output=True, text=True)
+        proc = _nbgrader_autograde(name, tmp, fast)
         log = proc.stdout + proc.stderr
-        db = "sqlite:///" + str(tmp / "build" / "nbgrader" / "gradebook.db")
         out = {}
-        with Gradebook(db) as gb:
+        with _open_gradebook(tmp, log) as gb:
             max_score = float(gb.find_assignment(name).max_score)
             for student in submissions:
                 done = tmp / "build" / "nbgrader" / "autograded" / student / name / nb_name
