@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The course's one entry point. Creates the Python environment on first use.
 #
-#   ./course.sh build [--full] [--only NAME ...]   execute every notebook with papermill into build/,
+#   ./course.sh build [--full] [--only NAME ...]   execute every notebook with papermill into build/ (per-cell and
+#                                                  per-notebook timeouts: COURSE_CELL_TIMEOUT, COURSE_NOTEBOOK_TIMEOUT),
 #                                                  regenerate assignments/, write the course site
 #                                                  build/html/index.html, print a table
 #   ./course.sh test [pytest args]                 run the test suite (what CI runs)
@@ -46,6 +47,9 @@ ensure_env() {
   echo "$want" > "$STAMP"
 }
 
+# numba (inside UMAP) caches its compiled code here, so only the first run pays for compiling it
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/build/numba-cache}"
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -88,7 +92,7 @@ case "$cmd" in
     exec python scripts/grade.py "$@"
     ;;
   *)
-    sed -n '2,17p' "$0"
+    sed -n '2,18p' "$0"
     [ "$cmd" = help ] || exit 2
     ;;
 esac

@@ -74,6 +74,7 @@ SMOKE_STEPS = 2          # optimisation steps per training call (train.sgd_steps
 SMOKE_BATCH = 16         # largest mini-batch of a single-model training call
 SMOKE_ROWS = (256, 128)  # largest training and test sets data.load returns
 SMOKE_ITERATIONS = 2     # largest count of other iterative loops (SynFlow scoring, IMP rounds)
+SMOKE_EVAL_ROWS = 24     # largest set one evaluation predicts on (train.accuracy; metrics.evaluate per set)
 
 
 def smoke() -> bool:

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import config
 from . import data as _data
 from .validation import check_indices
 from .train import predict_logits
@@ -218,25 +219,37 @@ def evaluate(model: nn.Module, data: _data.DataSplit, forget_idx: torch.Tensor, 
     N = data.X_train.shape[0]
     forget_idx = check_indices(forget_idx, N)
     retain_idx = _data.retain_indices(N, forget_idx)
-    logits_train = predict_logits(model, data.X_train)
-    logits_test = predict_logits(model, data.X_test)
-    if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
-        raise ValueError("the model outputs NaN or infinite logits: the method diverged "
-                         "(try a smaller learning rate or fewer epochs)")
     y_tr, y_te = data.y_train, data.y_test
-    conf_train = _feature(logits_train, y_tr, mia_feature)
-    conf_test = _feature(logits_test, y_te, mia_feature)
     test_keep = torch.ones_like(y_te, dtype=torch.bool)
     for c in exclude_classes or []:
         test_keep &= y_te != c
     if not test_keep.any():
         raise ValueError("exclude_classes removes every test example")
+    # a smoke run (config.smoke) predicts on the first SMOKE_EVAL_ROWS rows of each set (sizes only);
+    # otherwise on every row, in the same batches as always
+    cap = lambda idx: idx[:config.smoke_cap(len(idx), config.SMOKE_EVAL_ROWS)]   # noqa: E731
+    f_idx, r_idx = cap(forget_idx), cap(retain_idx)
+    te_idx, kept = cap(torch.arange(len(y_te))), cap(torch.nonzero(test_keep).flatten())
+    smoke = config.smoke()
+    tr_rows = torch.unique(torch.cat([f_idx, r_idx])) if smoke else torch.arange(N)
+    te_rows = torch.unique(torch.cat([te_idx, kept])) if smoke else torch.arange(len(y_te))
+    logits_train = predict_logits(model, data.X_train[tr_rows] if smoke else data.X_train)
+    logits_test = predict_logits(model, data.X_test[te_rows] if smoke else data.X_test)
+    if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
+        raise ValueError("the model outputs NaN or infinite logits: the method diverged "
+                         "(try a smaller learning rate or fewer epochs)")
+    at = lambda rows, idx: torch.searchsorted(rows, idx)     # noqa: E731  (positions of idx in sorted rows)
+    lf, lr = logits_train[at(tr_rows, f_idx)], logits_train[at(tr_rows, r_idx)]
+    pos, pos_keep = at(te_rows, te_idx), at(te_rows, kept)
+    conf_f = _feature(lf, y_tr[f_idx], mia_feature)
+    conf_r = _feature(lr, y_tr[r_idx], mia_feature)
+    conf_test = _feature(logits_test[pos], y_te[te_idx], mia_feature)
     row = {
-        "UA": unlearning_accuracy(logits_train[forget_idx], y_tr[forget_idx]),
-        "MIA-Efficacy": mia_efficacy(conf_train[retain_idx], conf_test, conf_train[forget_idx], seed),
-        "RA": accuracy(logits_train[retain_idx], y_tr[retain_idx]),
-        "TA": accuracy(logits_test[test_keep], y_te[test_keep]),
-        "MIA-Privacy": mia_privacy(conf_train[retain_idx], conf_test, seed),
+        "UA": unlearning_accuracy(lf, y_tr[f_idx]),
+        "MIA-Efficacy": mia_efficacy(conf_r, conf_test, conf_f, seed),
+        "RA": accuracy(lr, y_tr[r_idx]),
+        "TA": accuracy(logits_test[pos_keep], y_te[kept]),
+        "MIA-Privacy": mia_privacy(conf_r, conf_test, seed),
     }
     row["RTE (s)"] = float("nan") if seconds is None else float(seconds)
     return row

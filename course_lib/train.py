@@ -179,9 +179,11 @@ def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) ->
 
 
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy in percent (0-100)."""
+    """Top-1 accuracy in percent (0-100); in a smoke run on the first ``config.SMOKE_EVAL_ROWS`` rows
+    (evaluating ResNet-18 on the CPU dominates a smoke run)."""
     check_xy(X, y, "evaluation data")
-    return 100.0 * (predict_logits(model, X).argmax(1) == y.cpu()).double().mean().item()
+    n = config.smoke_cap(len(y), config.SMOKE_EVAL_ROWS)
+    return 100.0 * (predict_logits(model, X[:n]).argmax(1) == y[:n].cpu()).double().mean().item()
 
 
 @torch.no_grad()

@@ -15,6 +15,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 
+#: one thread for every pool a notebook can start: torch/OpenMP, OpenBLAS and MKL (numpy, scipy), numba
+#: (UMAP). Two notebooks side by side on two cores otherwise oversubscribe them: an idle OpenBLAS or
+#: OpenMP worker spins, and a smoke run of 04 took 277 s beside 05 against 76 s alone.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
 def prepare(where: Path) -> dict:
     import torch
     import torchvision
@@ -29,7 +35,7 @@ def prepare(where: Path) -> dict:
         torch.manual_seed(0)
         torch.save(torchvision.models.get_model("resnet34", weights=None).state_dict(), hub / Path(w.url).name)
     return {"COURSE_DATA": str(where / "data"), "TORCH_HOME": str(where / "torch"), "COURSE_FAST": "0",
-            "COURSE_SMOKE": "1", "COURSE_QUIET": "1", "OMP_NUM_THREADS": "1"}
+            "COURSE_SMOKE": "1", "COURSE_QUIET": "1", **ONE_THREAD}
 
 
 def main() -> int:

@@ -5,6 +5,11 @@ os.environ["COURSE_FAST"] = "1"
 os.environ.setdefault("COURSE_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("COURSE_HEADLESS", "1")   # explorers draw their static view; no live widgets
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # one core per worker: one thread for every pool (torch/OpenMP, OpenBLAS, MKL, numba), here and in
+    # every kernel a test starts; an idle worker of a second pool spins and slows its neighbour 3-4x
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

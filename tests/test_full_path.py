@@ -35,9 +35,11 @@ def full_mode_env(tmp_path_factory):
         torch.manual_seed(0)
         net = torchvision.models.get_model(arch, weights=None)
         torch.save(net.state_dict(), hub / Path(weights.url).name)
-    # one thread per kernel: CI runs two notebooks at once on two cores
+    # one thread per kernel for every pool (torch, OpenBLAS, MKL, numba): CI runs two notebooks at once
+    # on two cores, and spinning idle workers of a second pool slowed a neighbour 3-4x
     return {"COURSE_DATA": str(root / "data"), "TORCH_HOME": str(root / "torch"), "COURSE_FAST": "0",
-            "COURSE_SMOKE": "1", "OMP_NUM_THREADS": "1"}
+            "COURSE_SMOKE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "NUMBA_NUM_THREADS": "1"}
 
 
 def _outputs(nb: dict) -> str:

@@ -609,7 +609,11 @@ def worker_count(workers: int | None, students: int) -> int:
 def _worker_env(fast: bool, workers: int) -> dict:
     """The graded notebooks' environment: FAST or full, CPU threads shared between the workers."""
     env = _env(fast)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    # every thread pool a notebook can start (torch/OpenMP, OpenBLAS, MKL, numba): idle workers of an
+    # oversubscribed pool spin and slow the neighbouring students' kernels
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env.setdefault(var, share)
     return env
 
 
