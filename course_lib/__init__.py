@@ -7,6 +7,8 @@ Foundation
     ``device``       device choice, banner, ``exact_numerics`` for bitwise-reproducible sections
     ``validation``   every input check and ``NotFittedError`` (one wording for the whole library)
     ``data``         data sets (digits offline; CIFAR-10/100, SVHN) and forget sets
+    ``scenarios``    the course's forgetting scenarios (random, class, noniid, mislabeled, backdoor):
+                     data, forget set and the original's recipe, memorising in FAST mode
     ``models``       SmallCNN, MLP, ResNet-18 (CIFAR stem)
     ``train``        the one SGD loop for one model (``sgd_steps`` + loss closures), prediction
     ``fastpath``     the same training on a GPU: data resident on the device, on-device augmentation,
@@ -15,8 +17,11 @@ Foundation
     ``masks``        everything that returns a parameter mask: the operations, SalUn's saliency
                      (``masks/salient.py``), pruning (``masks/pruning.py``), localisation (``masks/localization.py``)
     ``metrics``      UA, RA, TA, MIA-Efficacy / MIA-Privacy, disparity to Retrain, tables
-    ``plots``        shared figures, decision-space plots, the lecture explorers
+    ``plots``        shared figures, decision-space plots (``plots.explorer`` re-exports the explorer)
+    ``explorer``     the lectures' ipywidgets explorers; headless (``COURSE_HEADLESS=1``): a static view
+    ``claims``       a source's claims judged over seeds (verdicts, JSON bundle), the settings table
     ``grading``      nbgrader round trip and the own-code check of graded notebooks
+    ``nbrun``        executing a notebook that cannot hang (child process, per-cell and notebook timeouts)
 
 Unlearning methods: ``unlearn`` (registry, ``unlearn(...)``, ``compare(...)``), one file per family
     ``unlearn/baselines.py``     Retrain, FT, GA, NegGrad+, Random Label, l1-sparse        lessons 0, 1, 6
