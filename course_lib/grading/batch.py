@@ -354,7 +354,7 @@ def _zip_collect(name: str, course: Path, nb_name: str, log: Path | None) -> dic
          "--ExtractorPlugin.zip_ext=.zip", f"--SubmissionCollector.notebook={nb_name}",
          f"--SubmissionCollector.report={report}", f"--SubmissionCollector.extracted_dir={base / 'extracted'}",
          f"--SubmissionCollector.archive_dir={base / 'archive'}"],
-        cwd=course, env=_env(), capture_output=True, text=True)
+        cwd=course, env=_env(), capture_output=True, text=True, timeout=900)   # a hang guard: no student code runs here
     if log is not None:
         log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode != 0:

@@ -31,9 +31,25 @@ def _env(fast: bool = True) -> dict:
     return env
 
 
+#: Seconds an nbgrader command may take before it is stopped (a hang guard; autograde gets more per
+#: submission). nbgrader's own per-cell limit (nbgrader_config.py) applies inside.
+NBGRADER_TIMEOUT_S = 900
+AUTOGRADE_TIMEOUT_PER_SUBMISSION_S = 300
+
+
+def _run_guarded(cmd: list[str], cwd: Path, fast: bool, timeout: float) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=_env(fast), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"")[-2000:] if isinstance(exc.stdout, bytes) else (exc.stdout or "")[-2000:]
+        raise RuntimeError(f"`{' '.join(cmd[2:])}` ran past {timeout:.0f} s in {cwd} and was stopped; its log "
+                           f"ends:\n{out}") from None
+
+
 def _nbgrader(args: list[str], cwd: Path, fast: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(fast), capture_output=True, text=True)
+    proc = _run_guarded(cmd, cwd, fast, NBGRADER_TIMEOUT_S)
     if proc.returncode != 0:
         raise RuntimeError(f"`nbgrader {' '.join(args)}` failed in {cwd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -96,7 +112,9 @@ def release_is_current(name: str, root: Path | None = None) -> list[str]:
 
 def _nbgrader_autograde(name: str, course: Path, fast: bool) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "nbgrader", "autograde", name, "--force"]
-    return subprocess.run(cmd, cwd=course, env=_env(fast), capture_output=True, text=True)
+    subs = course / "build" / "nbgrader" / "submitted"
+    n = sum(1 for _ in subs.iterdir()) if subs.exists() else 1
+    return _run_guarded(cmd, course, fast, NBGRADER_TIMEOUT_S + AUTOGRADE_TIMEOUT_PER_SUBMISSION_S * n)
 
 
 def _open_gradebook(course: Path, log: str = ""):

@@ -200,3 +200,4 @@ def compare_seeds(model, data, forget_idx, methods: list[str] | None = None, *, 
 
 # The method families register themselves on import (one file per family).
 from . import baselines, boundary, localised, salun, second_order  # noqa: E402,F401
+from .tuned import tuned  # noqa: E402,F401  (the one table of settings per scenario and mode)

@@ -1,0 +1,40 @@
+"""The one table of method settings: every registry method the table names resolves, every scenario of
+course_lib.scenarios has FAST settings, full mode falls back to the sources' row, and bad requests say
+what is available."""
+import json
+
+import pytest
+
+from course_lib import data, scenarios, unlearn
+from course_lib.unlearn import tuned as T
+
+
+def test_every_fast_scenario_is_in_the_table_with_the_core_methods():
+    table = json.loads(T.TABLE.read_text())
+    assert set(table["fast"]) == set(scenarios.available())
+    for sc, rows in table["fast"].items():
+        for method in ("finetune", "neggrad", "neggrad+", "random_label", "l1_sparse", "salun", "fisher", "influence"):
+            assert method in rows, (sc, method)
+    assert {"boundary_shrink", "boundary_expand"} <= set(table["fast"]["class"])
+    assert table["about"]["tuning_seed"] not in range(5), "the tuning seed must differ from the lectures' seeds"
+
+
+def test_tuned_settings_are_accepted_by_the_registry():
+    """Each stored setting names only hyper-parameters its method takes (unlearn refuses unknown ones)."""
+    for sc in scenarios.available():
+        for method in T._table()["fast"][sc]:
+            hp = unlearn.tuned(method, sc, fast=True)
+            assert set(hp) <= set(unlearn.defaults(method)), (sc, method, hp)
+
+
+def test_aliases_full_mode_and_errors():
+    assert unlearn.tuned("ft", "random", fast=True) == unlearn.tuned("finetune", "random", fast=True)
+    full = unlearn.tuned("finetune", "mislabeled", fast=False)
+    assert full["augment"] is data.random_crop_flip and full["batch_size"] == 256
+    with pytest.raises(ValueError, match="tuned scenarios"):
+        unlearn.tuned("finetune", "nosuch", fast=True)
+    with pytest.raises(ValueError, match="no tuned setting"):
+        unlearn.tuned("ssd", "random", fast=True)
+    with pytest.raises(ValueError, match="unknown unlearning method"):
+        unlearn.tuned("magic", "random", fast=True)
+    assert T.table(fast=True).shape[1] == len(scenarios.available())
