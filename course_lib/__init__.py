@@ -23,7 +23,8 @@ Foundation
     ``grading``      nbgrader round trip and the own-code check of graded notebooks
     ``nbrun``        executing a notebook that cannot hang (child process, per-cell and notebook timeouts)
 
-Unlearning methods: ``unlearn`` (registry, ``unlearn(...)``, ``compare(...)``), one file per family
+Unlearning methods: ``unlearn`` (registry, ``unlearn(...)``, ``compare(...)``; ``tuned(method, scenario)``
+    reads the one table of settings, ``unlearn/tuning.py`` + ``tuned.json``), one file per family
     ``unlearn/baselines.py``     Retrain, FT, GA, NegGrad+, Random Label, l1-sparse        lessons 0, 1, 6
     ``unlearn/boundary.py``      Boundary Shrink, Boundary Expanding                      lesson 4
     ``unlearn/salun.py``         SalUn                                                     lesson 5

@@ -73,17 +73,29 @@ def make_class(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade the synthetic class once: (process, output folder, CSV rows by student, seconds)."""
-    d = tmp_path_factory.mktemp("grade")
-    make_class(d / "subs")
-    due = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() - 5 * 86400))
-    t0 = time.perf_counter()
-    proc = subprocess.run(["bash", str(COURSE_SH), "grade", ASSIGNMENT, str(d / "subs"), "--out", str(d / "out"),
-                           "--workers", "2", "--timeout", str(TIMEOUT_S), "--due", due,
-                           "--students", ",".join(ROSTER)],
-                          env=_env(), capture_output=True, text=True, timeout=1200)
-    seconds = time.perf_counter() - t0
-    print(proc.stdout, proc.stderr[-3000:], f"{seconds:.0f} s", sep="\n")
+    """Grade the synthetic class once per test run: (process, output folder, CSV rows by student).
+
+    Under ``pytest -n 2`` the tests of this module may land on both workers; the class is graded once,
+    in a folder the workers share, behind a file lock (the other worker waits and reads the result)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent          # the same folder for every xdist worker
+    d = shared / "grade-class"
+    with FileLock(str(shared / "grade-class.lock")):
+        if not (d / "result.json").exists():
+            make_class(d / "subs")
+            due = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() - 5 * 86400))
+            t0 = time.perf_counter()
+            proc = subprocess.run(["bash", str(COURSE_SH), "grade", ASSIGNMENT, str(d / "subs"), "--out",
+                                   str(d / "out"), "--workers", "2", "--timeout", str(TIMEOUT_S), "--due", due,
+                                   "--students", ",".join(ROSTER)],
+                                  env=_env(), capture_output=True, text=True, timeout=1200)
+            (d / "result.json").write_text(json.dumps({"args": proc.args, "returncode": proc.returncode,
+                                                       "stdout": proc.stdout, "stderr": proc.stderr,
+                                                       "seconds": time.perf_counter() - t0}), encoding="utf-8")
+    res = json.loads((d / "result.json").read_text(encoding="utf-8"))
+    proc = subprocess.CompletedProcess(res["args"], res["returncode"], res["stdout"], res["stderr"])
+    print(proc.stdout, proc.stderr[-3000:], f"{res['seconds']:.0f} s", sep="\n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(d / "out" / "grades.csv", newline="", encoding="utf-8") as fh:
         rows = {r["student"]: r for r in csv.DictReader(fh)}

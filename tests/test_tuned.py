@@ -6,7 +6,7 @@ import json
 import pytest
 
 from course_lib import data, scenarios, unlearn
-from course_lib.unlearn import tuned as T
+from course_lib.unlearn import tuning as T
 
 
 def test_every_fast_scenario_is_in_the_table_with_the_core_methods():

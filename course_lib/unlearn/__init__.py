@@ -19,6 +19,8 @@ One file per method family (a newcomer finds any method in one obvious place):
 ``salun.py``            ``salun``: saliency-masked Random Label (lesson 5)
 ``second_order.py``     ``fisher`` (FF), ``influence`` (IU) (lessons 5, 6)
 ``localised.py``        ``rft`` (reset + finetune), ``del``, ``ssd`` (lesson 7)
+``tuning.py``           ``tuned(method, scenario)``: the one table of settings (``tuned.json``,
+                        written by ``benchmarks/tune_methods.py``)
 ======================  ======================================================================
 """
 from __future__ import annotations
@@ -200,4 +202,4 @@ def compare_seeds(model, data, forget_idx, methods: list[str] | None = None, *, 
 
 # The method families register themselves on import (one file per family).
 from . import baselines, boundary, localised, salun, second_order  # noqa: E402,F401
-from .tuned import tuned  # noqa: E402,F401  (the one table of settings per scenario and mode)
+from .tuning import tuned  # noqa: E402,F401  (the one table of settings per scenario and mode)
