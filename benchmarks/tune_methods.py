@@ -71,10 +71,13 @@ FULL = {
 }
 
 
-def grid(method: str):
+def grid(method: str, scenario: str = ""):
+    """Every setting of ``method``'s grid; class-wise Fisher forgetting also zeroes the class's output
+    rows, as 002's public code does (``forget_classes``)."""
+    extra = {"forget_classes": [scenarios.FORGET_CLASS]} if (method, scenario) == ("fisher", "class") else {}
     keys = list(GRIDS[method])
     for values in itertools.product(*(GRIDS[method][k] for k in keys)):
-        yield dict(zip(keys, values))
+        yield {**dict(zip(keys, values)), **extra}
 
 
 def tune_scenario(name: str, log=print) -> dict:
@@ -88,7 +91,7 @@ def tune_scenario(name: str, log=print) -> dict:
         if method in CLASS_ONLY and name != "class":
             continue
         t0, tried = time.perf_counter(), []
-        for hp in grid(method):
+        for hp in grid(method, name):
             try:
                 res = unlearn.unlearn(method, original, sc.retain, sc.forget, seed=TUNING_SEED, **hp)
                 row = ev(res.model)
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
                   "grids": GRIDS, "seconds": round(time.perf_counter() - t0)},
         "fast": {name: {m: v["hp"] for m, v in res["methods"].items()} for name, res in fast.items()},
         "fast_tuning": fast,
-        "full": {"*": FULL},
+        "full": {"*": FULL, "class": {**FULL, "fisher": {**FULL["fisher"], "forget_classes": [scenarios.FORGET_CLASS]}}},
         "full_note": "the sources' settings (not tuned here: no GPU); the same for every scenario",
     }
     if not args.dry_run:

@@ -215,3 +215,31 @@ def test_second_order_methods_refuse_bad_settings():
         unlearn.unlearn("iu", nn.Linear(100, 60), (torch.randn(5, 100), torch.zeros(5, dtype=torch.long)),
                         (torch.randn(2, 100), torch.ones(2, dtype=torch.long)), curvature="hessian")
     assert unlearn.defaults("ff")["alpha"] > 0 and "fisher" in unlearn.available() and "influence" in unlearn.available()
+
+
+def test_fisher_forget_classes_zeroes_only_the_output_rows_of_those_classes():
+    """FF with forget_classes=[2] (002's public code for class-wise forgetting): the head's row 2 (weight
+    and bias) is N(0, 1e-3), every other entry is bitwise plain FF's with the same seed. A class outside
+    the model is refused."""
+    import torch
+    from torch import nn
+
+    from course_lib import unlearn
+    from course_lib.unlearn import second_order
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(60, 1, 2, 2, generator=g), torch.arange(60) % 3
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+    plain = unlearn.unlearn("fisher", net, (X, y), (X[:6], y[:6]), seed=1, alpha=1e-6).model
+    zeroed = unlearn.unlearn("fisher", net, (X, y), (X[:6], y[:6]), seed=1, alpha=1e-6, forget_classes=[2]).model
+    for (n, a), (_, b) in zip(plain.named_parameters(), zeroed.named_parameters()):
+        if n.startswith("3."):
+            keep = torch.ones(3, dtype=torch.bool)
+            keep[2] = False
+            assert torch.equal(a[keep], b[keep]), n
+            assert b[2].abs().max() < 10 * second_order.CLASS_ROW_VAR ** 0.5, n
+        else:
+            assert torch.equal(a, b), n
+    with pytest.raises(ValueError, match="forget_classes"):
+        unlearn.unlearn("fisher", net, (X, y), (X[:6], y[:6]), forget_classes=[7])

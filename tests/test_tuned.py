@@ -38,3 +38,11 @@ def test_aliases_full_mode_and_errors():
     with pytest.raises(ValueError, match="unknown unlearning method"):
         unlearn.tuned("magic", "random", fast=True)
     assert T.table(fast=True).shape[1] == len(scenarios.available())
+
+
+def test_class_wise_fisher_zeroes_the_class_row_in_both_modes():
+    """002's public code zeroes the forgotten class's output row in FF: the table asks for it on class-wise
+    forgetting only, in FAST and full mode."""
+    for fast in (True, False):
+        assert unlearn.tuned("fisher", "class", fast=fast)["forget_classes"] == [scenarios.FORGET_CLASS]
+        assert "forget_classes" not in unlearn.tuned("fisher", "random", fast=fast)

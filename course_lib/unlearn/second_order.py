@@ -177,9 +177,23 @@ def fisher_variance(model: nn.Module, fisher: dict[str, torch.Tensor], alpha: fl
     return out
 
 
-@register("fisher", aliases=("ff",), alpha=1e-7, row_mean=True, fisher_batch=32, fisher_samples=None)
-def _fisher(model, retain, forget, *, valid, seed, mask, alpha, row_mean, fisher_batch, fisher_samples, **common):
-    """Fisher forgetting: theta_o + N(0, diag(var)), var from the retain set's Fisher diagonal."""
+#: Variance of the forgotten classes' output rows after zeroing (``forget_classes``): 002's public code
+#: (after Golatkar et al.'s) sets their mean to 0 and their variance to 1e-4, then scales the output
+#: layer's variance by 10.
+CLASS_ROW_VAR = 1e-3
+
+
+@register("fisher", aliases=("ff",), alpha=1e-7, row_mean=True, fisher_batch=32, fisher_samples=None,
+          forget_classes=None)
+def _fisher(model, retain, forget, *, valid, seed, mask, alpha, row_mean, fisher_batch, fisher_samples,
+            forget_classes, **common):
+    """Fisher forgetting: theta_o + N(0, diag(var)), var from the retain set's Fisher diagonal.
+
+    ``forget_classes`` (class-wise forgetting; a list of class indices): as 002's public code does, the
+    output rows of those classes are set to N(0, CLASS_ROW_VAR) instead (every parameter whose first
+    dimension is the number of classes, the public code's rule: the output layer's weight and bias), so
+    the model can no longer predict them. Other entries are bitwise those of plain FF with the same seed.
+    """
     alpha = check_number(alpha, "alpha", 0.0)
     Xr = retain[0]
     # a uniform subsample of D_r (full mode: the Fisher costs C backward passes per example); a smoke run
@@ -201,7 +215,26 @@ def _fisher(model, retain, forget, *, valid, seed, mask, alpha, row_mean, fisher
         for n, p in _trainable(model).items():
             noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype) * var[n].sqrt().to(p.dtype)
             _masked_add(p, noise, mask, n)
+    if forget_classes is not None:
+        _zero_class_rows(model, forget_classes, C, mask, config.derive_seed(seed, 8))
     return model
+
+
+def _zero_class_rows(model: nn.Module, classes, n_classes: int, mask: Mask | None, seed: int) -> None:
+    """Set the output rows of ``classes`` to N(0, CLASS_ROW_VAR) in every parameter whose first dimension
+    is ``n_classes`` (002's public code), where ``mask`` allows."""
+    classes = [classes] if isinstance(classes, int) else list(classes)
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_classes]
+    if not classes or bad:
+        raise ValueError(f"forget_classes must be class indices in [0, {n_classes}), got {classes!r}")
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.tensor(sorted(set(classes)))
+    with torch.no_grad():
+        for n, p in _trainable(model).items():
+            if p.ndim >= 1 and p.shape[0] == n_classes:
+                new = p.detach().clone()
+                new[rows] = (torch.randn(new[rows].shape, generator=gen) * CLASS_ROW_VAR ** 0.5).to(p.device, p.dtype)
+                _masked_add(p, new - p, mask, n)
 
 
 def _masked_add(p: torch.Tensor, delta: torch.Tensor, mask: Mask | None, name: str) -> None:
