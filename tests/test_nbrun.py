@@ -117,3 +117,21 @@ def test_the_mode_of_the_child_environment_picks_the_default_limits(monkeypatch)
     assert nbrun.cell_timeout(False, {"COURSE_SMOKE": "1"}) == nbrun.DEFAULT_TIMEOUTS["smoke"][0]
     assert nbrun.notebook_timeout(None, {"COURSE_FAST": "1"}) == nbrun.DEFAULT_TIMEOUTS["fast"][1]
     assert nbrun.cell_timeout(False, {}) == nbrun.DEFAULT_TIMEOUTS["full"][0]
+
+
+def test_the_build_names_the_slowest_cells_of_a_slow_lecture(tmp_path, monkeypatch, capsys):
+    """A lecture over the slow-notebook threshold (lowered to 0 s here) gets its slowest cells printed,
+    each with its number, seconds and first line."""
+    from course_lib import config
+
+    bc = _build_course()
+    nb = _notebook(tmp_path / "12_slowish.ipynb", "import time; time.sleep(0.5)", "x = 1",
+                   parameters="FAST = None\nSEED = 0")
+    monkeypatch.setattr(bc, "notebooks", lambda root=None: [("lecture", nb)])
+    monkeypatch.setattr(config, "BUILD_DIR", tmp_path / "build")
+    monkeypatch.setattr(nbrun, "SLOW_NOTEBOOK_S", 0.0)
+    assert bc.main(["--fast", "--no-html", "--no-release"]) == 0
+    out = capsys.readouterr().out
+    assert "12_slowish.ipynb took" in out and "its slowest cells:" in out, out
+    first = out.split("its slowest cells:")[1].strip().splitlines()[0]
+    assert first.startswith("cell   3") and first.endswith("import time; time.sleep(0.5)"), first
