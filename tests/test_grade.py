@@ -79,7 +79,9 @@ def graded(tmp_path_factory):
     in a folder the workers share, behind a file lock (the other worker waits and reads the result)."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent          # the same folder for every xdist worker
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's base is <run>/popen-gwK: their parent is this run's, shared by the workers
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     d = shared / "grade-class"
     with FileLock(str(shared / "grade-class.lock")):
         if not (d / "result.json").exists():
