@@ -163,7 +163,7 @@ def running_cell(out: Path) -> tuple[int | None, str]:
 
 # ----------------------------------------------------------------------------- the child process
 
-def _kernel_config(sock_dir: str):
+def kernel_config(sock_dir: str):
     """The kernel talks over IPC sockets in ``sock_dir`` (POSIX), not TCP: no port races between
     parallel runs, and no "running over TCP without encryption" warning in the log."""
     from traitlets.config import Config
@@ -184,7 +184,7 @@ def _child(path: str, out: str, parameters: dict, cwd: str | None, cell_s: int, 
     try:
         with tempfile.TemporaryDirectory(prefix="course-kernel-") as sock:
             pm.execute_notebook(path, out, parameters=parameters, cwd=cwd, progress_bar=False, kernel_name=kernel,
-                                execution_timeout=cell_s, config=_kernel_config(sock))
+                                execution_timeout=cell_s, config=kernel_config(sock))
     except CellTimeoutError as exc:
         kind, err = "timeout", str(exc)
     except pm.PapermillExecutionError as exc:
@@ -201,7 +201,7 @@ def _child(path: str, out: str, parameters: dict, cwd: str | None, cell_s: int, 
 
 # ----------------------------------------------------------------------------- the parent
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def kill_tree(proc: subprocess.Popen) -> None:
     """Kill ``proc`` and every process below it (its kernel runs in a session of its own)."""
     family = []
     try:
@@ -235,7 +235,7 @@ def _attempt(path: Path, out: Path, parameters: dict, cwd: Path | None, env: dic
             try:
                 proc.wait(timeout=nb_s)
             except subprocess.TimeoutExpired:
-                _kill_tree(proc)
+                kill_tree(proc)
                 k, line = running_cell(out)
                 where = f" in cell {k} ({line})" if k else ""
                 return "timeout", f"timeout after {nb_s} s{where}", k, _text(log)

@@ -40,17 +40,12 @@ def resolve(arg: str, root: Path = ROOT) -> Path:
 
 
 def kernel_config(sock_dir: str):
-    """Traitlets config for the run: nbgrader's cell timeout, and the kernel on IPC sockets in a
-    private folder (no "Kernel is running over TCP without encryption" warning)."""
-    from traitlets.config import Config
-
+    """Traitlets config for the run: the kernel on IPC sockets in a private folder (the build's, from
+    course_lib.nbrun) and nbgrader's per-cell timeout (COURSE_CELL_TIMEOUT, else the mode's default)."""
     from course_lib import nbrun
 
-    c = Config()
-    c.Execute.timeout = nbrun.cell_timeout()   # COURSE_CELL_TIMEOUT, else the mode's default
-    if os.name == "posix":
-        c.KernelManager.transport = "ipc"
-        c.KernelManager.ip = os.path.join(sock_dir, "kernel")
+    c = nbrun.kernel_config(sock_dir)
+    c.Execute.timeout = nbrun.cell_timeout()
     return c
 
 

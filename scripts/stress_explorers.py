@@ -49,7 +49,7 @@ def stress(path: Path, repeats: int, cell_timeout: int, live: bool) -> tuple[int
     os.environ["COURSE_HEADLESS"] = "0" if live else "1"
     os.environ["COURSE_FAST"] = "1"
     with __import__("tempfile").TemporaryDirectory(prefix="course-kernel-") as sock:
-        client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", config=nbrun._kernel_config(sock),
+        client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", config=nbrun.kernel_config(sock),
                                 resources={"metadata": {"path": str(path.parent)}})
         times: list[float] = []
         with client.setup_kernel():

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 from nbgrader.plugins import ExportPlugin, FileNameCollectorPlugin
 from traitlets import Unicode
 
-from .. import config
+from .. import config, nbrun
 from .roundtrip import _env, _scratch_course, assignments
 
 #: Seconds a student's notebook may run by default (each cell, and the whole notebook up to
@@ -447,24 +446,7 @@ def collect(name: str, submissions_dir: Path, course: Path, students: list[str] 
 
 # ----------------------------------------------------------------- grading one chunk
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Kill ``proc`` and everything it started (kernels run in sessions of their own)."""
-    try:
-        import psutil
-
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:  # noqa: BLE001 - psutil missing or the process already gone
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for p in family:
-        try:
-            p.kill()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-    proc.wait()
+_kill_tree = nbrun.kill_tree   # kill a process and its kernels (one home: course_lib/nbrun.py)
 
 
 @dataclass
