@@ -66,7 +66,8 @@ FULL = {
     "salun": {"epochs": 10, "lr": 0.02, "batch_size": 256, "fraction": 0.5},
     "fisher": {"alpha": 1e-7},
     "influence": {"alpha": 1.0},
-    "boundary_shrink": {"epochs": 10, "lr": 1e-5, "batch_size": 128, "bound": 0.1},
+    "boundary_shrink": {"epochs": 10, "lr": 1e-5, "batch_size": 128, "bound": 0.1,   # bound in [0, 1] pixels
+                        "pixel_std": [0.2470, 0.2435, 0.2616]},                       # CIFAR-10's channel std
     "boundary_expand": {"epochs": 10, "lr": 1e-5, "batch_size": 128},
 }
 

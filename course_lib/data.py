@@ -36,6 +36,14 @@ _STATS = {
 _FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
+def pixel_std(name: str) -> tuple[float, ...] | None:
+    """The per-channel standard deviation ``load(name)`` divided the pixels by (``None``: the inputs are
+    [0, 1] pixels, as for ``digits``). Converts a radius in pixel units into the inputs' units."""
+    if name not in NAMES:
+        raise ValueError(f"unknown data set {name!r}; one of {', '.join(NAMES)}")
+    return tuple(_STATS[name][1]) if name in _STATS else None
+
+
 class DatasetUnavailableError(RuntimeError):
     """The data set is not on disk and could not be downloaded."""
 

@@ -27,12 +27,13 @@ are in :data:`MEASURED`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import config, data as _data, models, train
+from .validation import check_seeds
 
 PIXEL_NOISE = 0.5
 RANDOM_FRACTION = 0.1
@@ -197,3 +198,78 @@ def make(name: str, seed: int = 0, fast: bool | None = None) -> Scenario:
         extras.update(source=BACKDOOR_SOURCE, target=BACKDOOR_TARGET, trigger_size=2)
     return Scenario(name, seed, fast, ds, idx, recipe["arch"], dict(recipe["arch_kw"]), dict(recipe["train"]),
                     DESCRIPTIONS[name], y.clone(), extras)
+
+
+# ----------------------------------------------------------------------------- trained models, over seeds
+
+_TRAINED: dict[tuple, tuple] = {}
+
+
+def _key(sc: Scenario) -> tuple:
+    return (sc.name, sc.seed, sc.fast, sc.arch, repr(sorted(sc.arch_kw.items())), repr(sorted(sc.train.items())),
+            config.smoke())
+
+
+def trained(name: str | Scenario, seed: int = 0, fast: bool | None = None) -> tuple[Scenario, nn.Module, nn.Module]:
+    """``(scenario, original, retrained)`` of scenario ``name`` with ``seed``, trained once per process and
+    cached (a lecture that asks twice pays once). ``name`` may be a :class:`Scenario` (e.g. one whose
+    recipe was changed with ``dataclasses.replace``). Do not train the returned models in place:
+    ``unlearn.unlearn`` works on a copy."""
+    sc = name if isinstance(name, Scenario) else make(name, seed=seed, fast=fast)
+    key = _key(sc)
+    if key not in _TRAINED:
+        _TRAINED[key] = (sc, sc.train_original(), sc.train_retrain())
+    return _TRAINED[key]
+
+
+def compare(name: str | Callable[[int], Scenario], methods: Sequence[str], *, seeds: Sequence[int] = (0, 1, 2),
+            fast: bool | None = None, hp: Mapping[str, Mapping] | None = None, tuned_for: str | None = None,
+            mia_feature: str = "confidence", original: str | None = "Original"):
+    """Every method of ``methods`` on scenario ``name`` over ``seeds``, judged against that seed's Retrain.
+
+    Per seed: the scenario is drawn (:func:`make`; or ``name(seed)`` when ``name`` is a callable returning a
+    :class:`Scenario`), its original and Retrain are trained (:func:`trained`, cached), each method runs on
+    a copy of the original with the course's tuned setting (``unlearn.tuned(method, tuned_for or name)``)
+    unless ``hp[method]`` gives one, and every model is evaluated by :func:`metrics.evaluate` (TA without
+    the forgotten class for class-wise forgetting). Returns a :class:`course_lib.unlearn.SeedComparison`:
+    ``mean``/``std`` tables, ``runs`` (one table per seed, rows ``Original``, ``Retrain`` and the
+    methods), ``models`` of the first seed, and ``per_seed(row, metric)`` for the claims helper."""
+    from . import metrics, unlearn
+
+    seeds = check_seeds(list(seeds))
+    methods = list(methods)
+    for m in methods:
+        unlearn._resolve(m)
+    hp = dict(hp or {})
+    unknown = sorted(set(hp) - set(methods))
+    if unknown:
+        raise ValueError(f"hyper-parameters given for {unknown}, which are not among the methods {methods}")
+    if not callable(name) and name not in DESCRIPTIONS:
+        raise ValueError(f"unknown scenario {name!r}; available: {', '.join(DESCRIPTIONS)}")
+    table_name = tuned_for or (name if isinstance(name, str) else None)
+    settings = {}
+    for m in methods:
+        if m in hp:
+            settings[m] = dict(hp[m])
+        elif table_name is None:
+            raise ValueError(f"no setting for {m}: pass hp={{{m!r}: {{...}}}} or tuned_for=<scenario name>")
+        else:
+            settings[m] = unlearn.tuned(m, table_name, fast)
+    runs, first, scs = {}, None, {}
+    for s in train.progress(seeds, desc=f"seeds ({name if isinstance(name, str) else 'scenario'})", total=len(seeds)):
+        sc = name(s) if callable(name) else make(name, seed=s, fast=fast)
+        sc, orig, retr = trained(sc)
+        ev = lambda model, sec=None: metrics.evaluate(model, sc.data, sc.forget_idx, seconds=sec,   # noqa: E731
+                                                       exclude_classes=sc.exclude_classes, seed=s,
+                                                       mia_feature=mia_feature)
+        rows, models_ = {}, {}
+        if original:
+            rows[original], models_[original] = ev(orig), orig
+        rows["Retrain"], models_["Retrain"] = ev(retr), retr
+        for m in methods:
+            res = unlearn.unlearn(m, orig, sc.retain, sc.forget, seed=s, **settings[m])
+            rows[m], models_[m] = ev(res.model, res.seconds), res.model
+        runs[s] = metrics.table(rows, reference="Retrain")
+        scs[s] = sc
+        first = models_ if first is None else first
+    return unlearn.SeedComparison.from_runs(runs, first, settings=settings, scenarios=scs)

@@ -152,14 +152,42 @@ def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str]
 
 @dataclass
 class SeedComparison:
-    """What :func:`compare_seeds` returns: per-metric ``mean`` and ``std`` over seeds (DataFrames
-    shaped like :func:`compare`'s table, so they feed ``metrics``/``plots`` as they are), every
-    seed's table (``runs``) and the models of the first seed (``models``)."""
+    """What :func:`compare_seeds` and ``scenarios.compare`` return: per-metric ``mean`` and ``std`` over
+    seeds (DataFrames shaped like :func:`compare`'s table, so they feed ``metrics``/``plots`` as they are),
+    every seed's table (``runs``), the models of the first seed (``models``), the settings each method ran
+    with (``settings``) and, from ``scenarios.compare``, each seed's scenario (``scenarios``)."""
 
     mean: object
     std: object
     runs: dict
     models: dict
+    settings: dict = field(default_factory=dict)
+    scenarios: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_runs(cls, runs: dict, models: dict, **kw) -> "SeedComparison":
+        """Mean and sample std (ddof = 1; 0 for one seed) per method and metric of per-seed tables."""
+        import pandas as pd
+
+        seeds = list(runs)
+        stacked = pd.concat(runs.values(), keys=seeds, names=["seed", "method"])
+        grouped = stacked.groupby(level="method", sort=False)
+        order = list(runs[seeds[0]].index)
+        std = grouped.std(ddof=1).reindex(order).fillna(0.0)  # one seed: no spread to show
+        return cls(grouped.mean().reindex(order), std, runs, models, **kw)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.runs)
+
+    def per_seed(self, row: str, metric: str):
+        """One value per seed (float64 array, in :attr:`seeds` order) of ``metric`` for ``row``."""
+        import numpy as np
+
+        for s, t in self.runs.items():
+            if row not in t.index or metric not in t.columns:
+                raise KeyError(f"seed {s}: no {metric!r} for {row!r}; rows {list(t.index)}, metrics {list(t.columns)}")
+        return np.array([float(t.loc[row, metric]) for t in self.runs.values()], dtype=np.float64)
 
     def formatted(self, digits: int = 1):
         """The table as ``"mean ± std"`` strings (for display)."""
@@ -180,8 +208,6 @@ def compare_seeds(model, data, forget_idx, methods: list[str] | None = None, *, 
     average is computed per seed against that seed's Retrain, then averaged; ``RTE (s)`` is the
     mean wall-clock time. ``std`` is the sample standard deviation (ddof = 1; 0 for one seed).
     """
-    import pandas as pd
-
     from ..validation import check_seeds
 
     seeds = check_seeds(list(seeds))
@@ -193,11 +219,7 @@ def compare_seeds(model, data, forget_idx, methods: list[str] | None = None, *, 
                                 original=original)
         runs[s] = table
         first = models if first is None else first
-    stacked = pd.concat(runs.values(), keys=list(runs), names=["seed", "method"])
-    grouped = stacked.groupby(level="method", sort=False)
-    order = list(runs[seeds[0]].index)
-    std = grouped.std(ddof=1).reindex(order).fillna(0.0)  # one seed: no spread to show
-    return SeedComparison(grouped.mean().reindex(order), std, runs, first)
+    return SeedComparison.from_runs(runs, first)
 
 
 # The method families register themselves on import (one file per family).

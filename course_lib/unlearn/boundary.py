@@ -21,8 +21,12 @@ Where the course differs from the public code of the paper (see ``shared/sources
 * the labels are computed once from the frozen original model in eval mode; the public code
   recomputes them per batch from the same frozen model, which gives the same labels without
   augmentation;
-* inputs are not clamped to the pixel range nor rounded to 1/255 (some copies of the code do this):
-  the course's inputs are standardised tensors, and the bound is in their units;
+* the bound is in **pixel units** ([0, 1] pixels, as in the public code, whose inputs are not
+  standardised): on standardised inputs (CIFAR-10 in full mode) pass ``pixel_std``, the per-channel
+  standard deviation the inputs were divided by (``data.pixel_std(name)``), and the radius becomes
+  ``bound / std`` per channel in the inputs' units (about 4x larger than ``bound`` on CIFAR-10). The
+  perturbed inputs are not clamped to the pixel range nor rounded to 1/255 (some copies of the code do
+  this);
 * batch-norm layers stay in eval mode while fine-tuning (``freeze_norm=True``): every batch holds one
   class only, and its statistics would otherwise overwrite the running statistics of all classes
   (the public code trains in train mode; ``freeze_norm=False`` reproduces that). Models without
@@ -47,9 +51,28 @@ __all__ = ["neighbour_search", "neighbour_labels", "check_classwise", "last_line
 
 # ----------------------------------------------------------------------------- Boundary Shrink
 
+def _radius(bound: float, pixel_std, X: torch.Tensor) -> torch.Tensor | float:
+    """The search radius in the inputs' units: ``bound`` (pixel units) over the per-channel std."""
+    if pixel_std is None:
+        return bound
+    std = torch.as_tensor(pixel_std, dtype=torch.float32).flatten()
+    if not torch.all(torch.isfinite(std)) or not torch.all(std > 0):
+        raise ValueError(f"pixel_std must be positive numbers (one, or one per channel), got {pixel_std!r}")
+    if std.numel() == 1:
+        return bound / float(std)
+    if X.dim() < 2 or X.shape[1] != std.numel():
+        raise ValueError(f"pixel_std has {std.numel()} values but the inputs have "
+                         f"{X.shape[1] if X.dim() > 1 else 'no'} channels; give one value per channel")
+    return (bound / std).view(1, -1, *([1] * (X.dim() - 2)))
+
+
 def neighbour_search(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: float, *, steps: int = 1,
-                     batch_size: int = 256) -> torch.Tensor:
+                     batch_size: int = 256, pixel_std=None) -> torch.Tensor:
     """Perturbed inputs ``X'`` ``[N, ...]`` with ``|X' - X|_inf <= bound``, from ``model`` in eval mode.
+
+    ``bound`` is in pixel units; ``pixel_std`` (``None``: the inputs are pixels) is the per-channel
+    standard deviation the inputs were standardised with, so the radius is ``bound / pixel_std`` in the
+    inputs' units (``data.pixel_std(name)`` gives it for each data set).
 
     ``steps=1``: one FGSM step, ``X + bound * sign(grad_X CE)`` (source 001, "Boundary Shrink (2)");
     ``steps > 1``: PGD, ``steps`` signed steps of ``2.5 * bound / steps`` each projected back onto the
@@ -63,7 +86,10 @@ def neighbour_search(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: 
     dev = model_device(model)
     was_training = model.training
     model.eval()
-    alpha = bound if steps == 1 else 2.5 * bound / steps
+    radius = _radius(bound, pixel_std, X)
+    if isinstance(radius, torch.Tensor):
+        radius = radius.to(dev)
+    alpha = radius if steps == 1 else 2.5 * radius / steps
     out = []
     try:
         for s in range(0, X.shape[0], batch_size):
@@ -76,7 +102,7 @@ def neighbour_search(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: 
                     loss = F.cross_entropy(model(x).float(), yb, reduction="sum")
                 (g,) = torch.autograd.grad(loss, x)
                 with torch.no_grad():
-                    x = x0 + (x + alpha * g.sign() - x0).clamp(-bound, bound)
+                    x = x0 + (x + alpha * g.sign() - x0).clamp(-radius, radius)
             out.append(x.detach().to(X.device))
     finally:
         model.train(was_training)
@@ -101,15 +127,16 @@ def _labels_on(model: nn.Module, X_adv: torch.Tensor, y: torch.Tensor, exclude_t
 
 
 def neighbour_labels(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: float, *, steps: int = 1,
-                     exclude_true: bool = True, batch_size: int = 256) -> torch.Tensor:
+                     exclude_true: bool = True, batch_size: int = 256, pixel_std=None) -> torch.Tensor:
     """The *nearest but incorrect* labels of Boundary Shrink: ``LongTensor [N]`` on the CPU.
 
-    Perturb each input with :func:`neighbour_search` (bound ``bound``, ``steps`` FGSM/PGD steps) and
+    Perturb each input with :func:`neighbour_search` (bound ``bound`` in pixel units, ``steps`` FGSM/PGD
+    steps, ``pixel_std`` as there) and
     take ``model``'s most likely class on the perturbed input **among the classes other than its
     label** ``y`` (so the result never equals ``y``). ``exclude_true=False`` takes the plain argmax,
     as the public code does (then the label is ``y`` wherever the step did not cross the boundary).
     """
-    X_adv = neighbour_search(model, X, y, bound, steps=steps, batch_size=batch_size)
+    X_adv = neighbour_search(model, X, y, bound, steps=steps, batch_size=batch_size, pixel_std=pixel_std)
     n_out = _n_outputs(model, X)
     if exclude_true and n_out < 2:
         raise ValueError("nearest-but-incorrect labels need a model with at least two outputs")
@@ -167,12 +194,14 @@ def _fine_tune(model: nn.Module, X: torch.Tensor, targets: torch.Tensor, *, seed
 
 
 @register("boundary_shrink", aliases=("bs",), epochs=10, lr=3e-4, momentum=0.9, weight_decay=0.0,
-          schedule="constant", bound=0.1, steps=1, exclude_true=True, freeze_norm=True, allow_partial=False)
+          schedule="constant", bound=0.1, steps=1, exclude_true=True, freeze_norm=True, allow_partial=False,
+          pixel_std=None)
 def _boundary_shrink(model, retain, forget, *, valid, seed, bound, steps, exclude_true, freeze_norm,
-                     allow_partial, **hp):
+                     allow_partial, pixel_std, **hp):
     if not allow_partial:
         check_classwise(retain[1], forget[1])
-    y_nbi = neighbour_labels(model, forget[0], forget[1], bound, steps=steps, exclude_true=exclude_true)
+    y_nbi = neighbour_labels(model, forget[0], forget[1], bound, steps=steps, exclude_true=exclude_true,
+                             pixel_std=pixel_std)
     _fine_tune(model, forget[0], y_nbi, seed=seed, freeze_norm=freeze_norm, desc="boundary shrink", **hp)
     return model
 
