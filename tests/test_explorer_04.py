@@ -1,0 +1,63 @@
+"""Lecture 04's explorer callback (the code cell tagged ``explorer``): a plain function that only reads
+precomputed results, executed on small hand-made results (nothing here trains the lecture's models)."""
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from explorer_util import explorer_call, explorer_namespace  # noqa: E402,F401
+
+
+@pytest.fixture(autouse=True)
+def _quiet_figures():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # plt.show() on the Agg backend warns that it cannot show
+        yield
+    plt.close("all")
+
+
+def _sweep_04():
+    rows = [dict(method="BS", bound=b, epochs=10, **{"forget test": 90 - 100 * b, "other test": 95.0}) for b in (0.05, 0.1, 0.2)]
+    rows += [dict(method=m, bound=0.1 if m == "BS" else np.nan, epochs=e, **{"forget test": 80.0 - e, "other test": 94.0})
+             for e in (1, 5, 10) for m in ("BS", "BE")]
+    return pd.DataFrame(rows)
+
+
+def test_04_explorer_offers_only_measured_values_and_draws_the_chosen_sweep():
+    """show_setting draws the chosen knob's sweep with its measured x values; the value list holds only
+    values the sweep measured; BE with the knob "bound" is refused (the live explorer never offers it)."""
+    from course_lib import explorer as E
+
+    sweep = _sweep_04()
+    settings = {"bs": {"epochs": 10, "bound": 0.1}, "be": {"epochs": 10}, "sweep_epochs": [1, 5, 10]}
+    ns = explorer_namespace("04_boundary.ipynb", sweep=sweep, SETTINGS=settings, FORGET_CLASS=3,
+                            ds=type("DS", (), {"classes": [str(i) for i in range(10)]})(),
+                            accs=lambda m: (0.0, 0.0, 96.0), original=None)
+    fig = ns["show_setting"]("BS", "bound", 0.2)
+    assert list(fig.axes[0].lines[0].get_xdata()) == [0.05, 0.1, 0.2]
+    assert fig.axes[0].lines[-1].get_xdata()[0] == 0.2            # the chosen value is marked
+    fig = ns["show_setting"]("BE", "epochs", None)
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 5, 10]
+    with pytest.raises(ValueError, match="only BS has a bound"):
+        ns["show_setting"]("BE", "bound", None)
+    # the controls the lecture passes (the cell after the tagged one) offer only valid combinations
+    from course_lib import explorer as E
+
+    view, defaults, controls = explorer_call("04_boundary.ipynb", ns)
+    assert view is ns["show_setting"]
+    values, options = E.resolve(controls, defaults=defaults)
+    assert values == {"method": "BS", "knob": "bound", "value": 0.1} and options["value"] == [0.05, 0.1, 0.2]
+    values, options = E.resolve(controls, chosen={"method": "BE", "knob": "bound"}, defaults=defaults)
+    assert values == {"method": "BE", "knob": "epochs", "value": 10} and options["knob"] == ["epochs"]
+    assert options["value"] == [1, 5, 10]
+    for method in options["method"]:                 # every offered combination draws
+        for knob in E.resolve(controls, chosen={"method": method}, defaults=defaults)[1]["knob"]:
+            ns["show_setting"](method, knob, None)
