@@ -55,3 +55,11 @@ def test_executes_in_fast_mode(path, tmp_path):
     print(f"{_id(path)}: {res.status} in {res.seconds:.1f} s; slowest cells: "
           + ", ".join(f"{c.cell}: {c.seconds:.1f} s" for c in res.slowest(3)))
     assert res.ok, f"{_id(path)}: {res.status}\n{res.error[-3000:]}"
+    if path in LECTURES:     # every lecture judges its claims over seeds and displays the bundle
+        from course_lib import claims
+
+        records = claims.read(tmp_path / path.name)
+        assert records, f"{_id(path)} displays no claims bundle ({claims.MIMETYPE})"
+        assert {r["lecture"] for r in records} == {path.stem}, "a lecture's claims name the lecture"
+        problems = claims.check(records)
+        assert not problems, f"{_id(path)}: " + "; ".join(problems)
