@@ -63,13 +63,19 @@ _TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 
 @dataclass
 class Lesson:
-    """One lesson: a number, its lecture (a notebook stem) and its graded assignments."""
+    """One lesson: a number, its lectures (notebook stems: one, or two for a lesson that needs two
+    classes, ``NN_name`` and ``NNb_name``) and its graded assignments."""
 
     number: str
     title: str
     summary: str
-    lecture: str | None = None
+    lectures: list = field(default_factory=list)
     assignments: list = field(default_factory=list)  # [(name, title)]
+
+    @property
+    def lecture(self) -> str | None:
+        """The lesson's first lecture (``None`` if it has none)."""
+        return self.lectures[0] if self.lectures else None
 
 
 def _first_heading(nb_path: Path) -> tuple[str, str]:
@@ -105,7 +111,7 @@ def lessons(root: Path) -> list[Lesson]:
         title, _, summary = head.partition(":")
         num = _number(nb.stem)
         by_number.setdefault(num, Lesson(num, title.strip(), (summary.strip() or first)))
-        by_number[num].lecture = nb.stem
+        by_number[num].lectures.append(nb.stem)
     for folder in sorted(p for p in (root / "solutions").iterdir() if p.is_dir()) if (root / "solutions").exists() else []:
         nbs = sorted(folder.glob("*.ipynb"))
         if not nbs:
@@ -206,12 +212,13 @@ def write_index(html_dir: Path, lesson_list: list[Lesson], rows: list[dict], *, 
     esc = html.escape
     lesson_rows = []
     for les in lesson_list:
-        if les.lecture and (html_dir / f"{les.lecture}.html").exists():
-            lecture = _a(f"{les.lecture}.html", f"{les.lecture} (executed)")
-        elif les.lecture:
-            lecture = f'<span class="missing">{esc(les.lecture)}: not built yet</span>'
-        else:
-            lecture = '<span class="missing">no lecture</span>'
+        parts = []
+        for stem in les.lectures:
+            if (html_dir / f"{stem}.html").exists():
+                parts.append(_a(f"{stem}.html", f"{stem} (executed)"))
+            else:
+                parts.append(f'<span class="missing">{esc(stem)}: not built yet</span>')
+        lecture = "<br>".join(parts) or '<span class="missing">no lecture</span>'
         graded = []
         for name, atitle in les.assignments:
             page = html_dir / "assignments" / f"{name}.html"

@@ -187,3 +187,22 @@ def test_papermill_finds_fast_and_seed_in_every_lecture(lecture, caplog):
     assert "FAST" in params and "SEED" in params, f"{lecture}: papermill sees only {sorted(params)}"
     assert params["FAST"]["default"] == "None"
     assert "Unable to parse" not in caplog.text, caplog.text
+
+
+def test_a_lesson_of_two_lectures_lists_and_links_both(tmp_path):
+    """A lesson split into NN_name and NNb_name (two classes) is one lesson with two lectures, in order,
+    and the index links each built one and marks the other not built."""
+    import json as _json
+
+    (tmp_path / "notebooks").mkdir()
+    for stem, title in (("01_defs", "# 01 · Defs: exact and approximate"), ("01b_audit", "# 01b · Audit: verification")):
+        nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [title]}], "metadata": {},
+              "nbformat": 4, "nbformat_minor": 5}
+        (tmp_path / "notebooks" / f"{stem}.ipynb").write_text(_json.dumps(nb))
+    les = course_site.lessons(tmp_path)
+    assert [(x.number, x.title, x.lectures) for x in les] == [("01", "Defs", ["01_defs", "01b_audit"])]
+    html_dir = tmp_path / "html"
+    html_dir.mkdir()
+    (html_dir / "01_defs.html").write_text("<html></html>")
+    index = course_site.write_index(html_dir, les, [], mode="FAST", versions={}).read_text()
+    assert 'href="01_defs.html"' in index and "01b_audit: not built yet" in index
