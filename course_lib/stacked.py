@@ -116,8 +116,12 @@ class StackedModels:
         m.load_state_dict({k: v[i].clone() for k, v in self.params.items()})
         return m
 
-    def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """One model's logits from its parameters ``params`` (a dict of name -> tensor, e.g. one slice of
+        :attr:`params`): the functional forward pass to ``vmap`` over the stack in a custom loss."""
         return functional_call(self._base, params, (x,))
+
+    _forward = forward   # the name the library's own loops use
 
     @torch.no_grad()
     def predict_logits(self, X: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:

@@ -55,6 +55,7 @@ def _outputs(nb: dict) -> str:
 EXPECT = {
     "00_unlearning_basics": ["cifar10", "resnet18"],
     "01_definitions": ["cifar10", "small_cnn"],
+    "01b_verification": ["cifar10", "small_cnn", "resnet18"],
     "02_sisa": ["cifar10", "SmallCNN"],
     "03_legonet": ["cifar10", "encoder: imagenet", "resnet18"],
     "04_boundary": ["cifar10", "resnet18"],
