@@ -9,8 +9,10 @@ and the disparity average (002, Sec. 5.1).
 * MIA-Efficacy: an RBF SVC is fitted on one per-example attack feature with retain examples
   as members (1) and test examples as non-members (0), equal counts; MIA-Efficacy is the
   share (%) of forget examples it labels non-member. Higher means the forget set looks less
-  "seen"; the target is the retrained model's value, not 100% nor 50%. Source 003 reports the
-  same quantity under the name "MIA score" (003, Sec. 2.1 footnote, App. A.3).
+  "seen"; the target is the retrained model's value, not 100% nor 50%. Source 003 calls this
+  share the "MIA score" (003, Sec. 2.1 footnote), but its main tables compute it with the
+  **correctness** feature (App. A.3; A.4 Table 9), not with the default confidence feature:
+  pass ``mia_feature="correctness"`` to measure 003's MIA score (lesson 7 does).
 * MIA-Privacy: the same attack fitted on half of the test set and as many retain examples,
   scored by its accuracy (%) on the other halves; lower means less leakage about the retain
   set (002, App. C.4 and Fig. A1 name it; the half/half split follows 002's public code).
@@ -21,13 +23,16 @@ Attack features (``attack_features``; ``evaluate(..., mia_feature=...)``), one n
 
 * ``"confidence"`` (default): softmax probability of the true class, the "prediction
   confidence-based attack" of 002 (Sec. 5.1, App. C.3, after Song & Mittal, its ref. [48]).
+  Not 003's main attack (see ``"correctness"``).
 * ``"max_confidence"``: softmax probability of the predicted class, 003's
   "confidence-based MIA" (App. A.4, variant (ii), Table 8).
 * ``"correctness"``: 1 if the prediction is right, else 0; 003's "correctness-based MIA"
   (App. A.4, variant (i), Table 9), which is the MIA score of its main tables (App. A.3).
   003 describes the SVC input as the predicted class index; the course feeds the correctness
   bit the attack is named after (a deviation: a class index read as a number mostly encodes
-  the class, not membership).
+  the class, not membership). On one bit the SVC can at best learn "right -> member, wrong ->
+  non-member" (when retain rows are right more often than test rows), so MIA-Efficacy then
+  equals the forget error, 100 - forget accuracy: a weak attack, as 003 A.4 notes.
 * ``"entropy"``: entropy of the softmax output; in neither paper's text, but a feature of
   002's public attack code (and of Song & Mittal's study).
 
@@ -213,7 +218,8 @@ def evaluate(model: nn.Module, data: _data.DataSplit, forget_idx: torch.Tensor, 
     ``forget_idx`` indexes ``data.X_train``; the retain set is its complement. For class-wise
     forgetting pass ``exclude_classes`` to leave those classes out of TA (as in source 002).
     ``mia_feature`` (one of ``ATTACK_FEATURES``) is the feature both attacks use; the default,
-    the true-class confidence, is 002's attack (App. C.3).
+    the true-class confidence, is 002's attack (App. C.3); 003's main tables use ``"correctness"``
+    (App. A.3).
     """
     _check_feature(mia_feature)
     N = data.X_train.shape[0]

@@ -280,3 +280,21 @@ def test_rft_runs_on_a_masked_conv_bn_model_in_eval_and_train_modes():
     m, F, R = tiny(), data(), data(40, seed=1)
     out = unlearn.unlearn("del", m, R, F, budget=0.5, epochs=1).model
     assert torch.isfinite(train.predict_logits(out, F[0])).all()
+
+
+def test_layer_shares_are_the_budgets_at_which_whole_layers_open():
+    """For an MLP 64-128-128-10: from the output, the first share is the head's size over the total; the
+    shares increase to 1.0; and Deepest at each share opens exactly that share of the parameters."""
+    from course_lib import masks, models
+    from course_lib.masks import localization as loc
+
+    net = models.MLP(64, 10, hidden=(128, 128))
+    sizes = [64 * 128 + 128, 128 * 128 + 128, 128 * 10 + 10]
+    total = sum(sizes)
+    deep = loc.layer_shares(net, from_output=True)
+    shallow = loc.layer_shares(net, from_output=False)
+    assert deep == pytest.approx([sizes[2] / total, (sizes[2] + sizes[1]) / total, 1.0])
+    assert shallow == pytest.approx([sizes[0] / total, (sizes[0] + sizes[1]) / total, 1.0])
+    X, y = torch.randn(8, 64), torch.arange(8) % 10
+    opened = masks.count(masks.localize(net, (X, y), "deepest", deep[0])) / total
+    assert opened == pytest.approx(deep[0])

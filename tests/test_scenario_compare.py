@@ -64,3 +64,21 @@ def test_a_callable_scenario_with_explicit_settings():
     assert res.settings["finetune"] == unlearn.tuned("finetune", "class", fast=True)
     assert res.runs[0].loc["Retrain", "UA"] == 100.0          # class-wise: Retrain never saw class 3
     assert np.isnan(res.runs[0].loc["Original", "RTE (s)"])
+
+
+def test_the_cache_shares_originals_by_data_and_keys_retrain_by_the_forget_set():
+    """random and class draw on the same data: one original per seed; a changed forget set (same name)
+    gets its own Retrain, trained on its own retain set."""
+    import dataclasses
+
+    _, o_random, r_random = scenarios.trained("random", seed=3, fast=True)
+    _, o_class, r_class = scenarios.trained("class", seed=3, fast=True)
+    assert o_class is o_random and r_class is not r_random
+    _, o_mis, _ = scenarios.trained("mislabeled", seed=3, fast=True)
+    assert o_mis is not o_random                      # other labels: another original
+    sc = scenarios.make("random", seed=3, fast=True)
+    other = dataclasses.replace(sc, forget_idx=sc.forget_idx[:20])
+    _, o2, r2 = scenarios.trained(other)
+    assert o2 is o_random and r2 is not r_random
+    by_hand = other.train_retrain()
+    assert all(torch.equal(a, b) for a, b in zip(r2.state_dict().values(), by_hand.state_dict().values()))

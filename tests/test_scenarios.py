@@ -62,3 +62,18 @@ def test_the_fast_original_memorises_what_retrain_does_not():
     sc = scenarios.make("mislabeled", seed=0, fast=True)
     o, r = sc.train_original(), sc.train_retrain()
     assert train.accuracy(o, *sc.forget) > 80 > 15 > train.accuracy(r, *sc.forget)
+
+
+def test_the_deep_recipe_changes_only_the_model_and_memorises():
+    """recipe="deep" (lesson 7): the same data, forget set and training as the default recipe, a
+    3-hidden-layer MLP; the default is unchanged; an unknown recipe is refused. On mislabeled, seed 0,
+    the deep original fits the wrong labels (over 80%) and its Retrain does not (under 15%)."""
+    d, deep = scenarios.make("mislabeled", seed=0, fast=True), scenarios.make("mislabeled", seed=0, fast=True, recipe="deep")
+    assert torch.equal(d.forget_idx, deep.forget_idx) and torch.equal(d.data.y_train, deep.data.y_train)
+    assert d.recipe == "default" and d.arch_kw == {} and deep.recipe == "deep"
+    assert deep.arch == "mlp" and len(deep.arch_kw["hidden"]) == 3 and deep.train == d.train
+    assert scenarios.RECIPE_VARIANTS["deep"][False]["arch"] == "resnet18"          # full mode: already deep
+    with pytest.raises(ValueError, match="unknown recipe"):
+        scenarios.make("random", recipe="wide")
+    o, r = deep.train_original(), deep.train_retrain()
+    assert train.accuracy(o, *deep.forget) > 80 > 15 > train.accuracy(r, *deep.forget)

@@ -11,7 +11,7 @@ from course_lib.unlearn import tuning as T
 
 def test_every_fast_scenario_is_in_the_table_with_the_core_methods():
     table = json.loads(T.TABLE.read_text())
-    assert set(table["fast"]) == set(scenarios.available())
+    assert {k for k in table["fast"] if ":" not in k} == set(scenarios.available())
     for sc, rows in table["fast"].items():
         for method in ("finetune", "neggrad", "neggrad+", "random_label", "l1_sparse", "salun", "fisher", "influence"):
             assert method in rows, (sc, method)
@@ -37,7 +37,7 @@ def test_aliases_full_mode_and_errors():
         unlearn.tuned("ssd", "random", fast=True)
     with pytest.raises(ValueError, match="unknown unlearning method"):
         unlearn.tuned("magic", "random", fast=True)
-    assert T.table(fast=True).shape[1] == len(scenarios.available())
+    assert T.table(fast=True).shape[1] == len(scenarios.available()) + len(_variants())
 
 
 def test_class_wise_fisher_zeroes_the_class_row_in_both_modes():
@@ -46,3 +46,36 @@ def test_class_wise_fisher_zeroes_the_class_row_in_both_modes():
     for fast in (True, False):
         assert unlearn.tuned("fisher", "class", fast=fast)["forget_classes"] == [scenarios.FORGET_CLASS]
         assert "forget_classes" not in unlearn.tuned("fisher", "random", fast=fast)
+
+
+# ----------------------------------------------------------------------------- recipe variants (lesson 7)
+
+def _variants():
+    return [k for k in T._table()["fast"] if ":" in k]
+
+
+def test_recipe_variants_are_tuned_rows_of_known_scenarios_and_recipes():
+    """A variant row "scenario:recipe" (benchmarks/tune_methods.py VARIANTS) names a scenario and a recipe
+    that scenarios.make accepts, holds the core methods plus lesson 7's localised ones, and every setting
+    is accepted by the registry; its tuning record lists the masks RFT was tuned on."""
+    table = T._table()
+    assert "mislabeled:deep" in _variants()
+    for key in _variants():
+        name, recipe = key.split(":")
+        assert name in scenarios.available() and recipe in scenarios.recipes()
+        rows = table["fast"][key]
+        assert {"finetune", "random_label", "l1_sparse", "salun", "rft", "del", "ssd"} <= set(rows)
+        for method in rows:
+            hp = unlearn.tuned(method, key, fast=True)
+            assert set(hp) <= set(unlearn.defaults(method)), (key, method, hp)
+        assert table["fast_tuning"][key]["methods"]["rft"]["masks"]
+        assert key in table["about"]["variants"]
+    assert 0 < unlearn.tuned("del", "mislabeled:deep", fast=True)["budget"] <= 1
+
+
+def test_localised_methods_have_full_mode_settings_from_the_source():
+    """Full mode: RFT / DEL at 003 A.2's learning rate 0.015; SSD with Foster et al.'s defaults."""
+    for method in ("rft", "del"):
+        assert unlearn.tuned(method, "mislabeled:deep", fast=False)["lr"] == 0.015
+    ssd = unlearn.tuned("ssd", "random", fast=False)
+    assert (ssd["alpha"], ssd["lam"]) == (10.0, 1.0)

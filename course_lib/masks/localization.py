@@ -50,6 +50,7 @@ from .. import config
 from ..validation import check_number, check_xy
 
 __all__ = ["localize", "layers", "Layer", "parameter_scores", "unit_scores", "select_units", "select_layers",
+           "layer_shares",
            "mask_from_units", "units_of_mask", "random_like", "critmem_channels", "classifier_names",
            "STRATEGIES", "CRITERIA", "GRANULARITIES"]
 
@@ -203,6 +204,21 @@ def select_layers(structure: list[Layer], allowed: int, from_output: bool) -> li
             break
         keep[i], used = True, used + structure[i].size
     return keep
+
+
+def layer_shares(model: nn.Module, from_output: bool) -> list[float]:
+    """The shares of all parameters that Deepest (``from_output``) or Shallowest opens with 1, 2, ...
+    whole layers: the only budgets at which a layer-wise mask opens what it is allowed to. Comparing
+    another strategy with a layer-wise one at one of these shares compares equal *opened* budgets
+    (between them the layer-wise mask opens less than its nominal budget)."""
+    structure = layers(model)
+    total = sum(L.size for L in structure)
+    order = structure[::-1] if from_output else structure
+    out, used = [], 0
+    for L in order:
+        used += L.size
+        out.append(used / total)
+    return out
 
 
 def mask_from_units(model: nn.Module, structure: list[Layer], chosen: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -10,7 +10,14 @@
   no training. Diagonal Fisher importances ``I_D`` (training set = retain + forget) and ``I_f``
   (forget set), each the mean over mini-batches of the squared gradient of the batch's mean
   cross-entropy; every parameter with ``I_f > alpha * I_D`` is multiplied by
-  ``min(lam * I_D / I_f, 1)``. ``mask`` (optional) restricts the dampening.
+  ``min(lam * I_D / I_f, 1)``. ``mask`` (optional) restricts the dampening. The registry defaults
+  alpha = 10, lambda = 1 are Foster et al.'s defaults, not values 003 states (our copy of 003 does not
+  give the ones it used).
+
+Settings: lessons take them from the tuned table, ``unlearn.tuned("rft" | "del" | "ssd", scenario)``
+(FAST rows tuned by ``benchmarks/tune_methods.py`` for the recipe variants, e.g. ``mislabeled:deep``;
+full mode: RFT / DEL at 003 App. A.2's learning rate 0.015). The registry defaults below are only
+fallbacks.
 """
 from __future__ import annotations
 
