@@ -116,13 +116,17 @@ def embed_2d(Z, method: str = "umap", random_state: int = 0, n_neighbors: int = 
         return PCA(n_components=2, random_state=random_state).fit_transform(Z).astype(np.float64)
     if method != "umap":
         raise ValueError(f"method must be 'umap' or 'pca', got {method!r}")
-    with warnings.catch_warnings():  # umap warns that a fixed random_state forces one thread: intended
-        warnings.simplefilter("ignore")
-        import umap
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():  # umap warns that a fixed random_state forces one thread: intended
+            warnings.simplefilter("ignore")
+            import umap
 
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, Z.shape[0] - 1), min_dist=min_dist,
-                            random_state=random_state)
-        return np.asarray(reducer.fit_transform(Z), dtype=np.float64)
+            reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, Z.shape[0] - 1), min_dist=min_dist,
+                                random_state=random_state)
+            return np.asarray(reducer.fit_transform(Z), dtype=np.float64)
+    finally:
+        torch.set_num_threads(threads)   # umap/numba raise torch's thread count (1 -> 2), slowing later training
 
 
 def decision_space(models: dict[str, nn.Module], X: torch.Tensor, y: torch.Tensor, forget_mask, *,
@@ -137,6 +141,9 @@ def decision_space(models: dict[str, nn.Module], X: torch.Tensor, y: torch.Tenso
     coloured by the class **the model predicts**; examples with ``forget_mask`` ``[N]`` True are
     hollow circles, the others dots. ``y`` ``[N]`` (the true labels) only sets the number of classes
     and is checked against ``X``. Keep ``N`` to a few hundred points: UMAP's cost grows with it.
+    Each panel has **its own** embedding of its own features, so positions are not comparable across
+    panels; to show a boundary *move*, use :func:`course_lib.embedding.shared_embedding` (one map fitted
+    once, every model placed in it), as lecture 04 does.
     Returns the figure, or ``(figure, {name: embedding [N, 2]})`` with ``return_embeddings=True``.
     """
     import matplotlib.pyplot as plt
