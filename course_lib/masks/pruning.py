@@ -1,13 +1,18 @@
 """Pruning masks (lesson 6; source 002, Sec. 3-4 and App. C.2): one-shot magnitude pruning (OMP),
 SynFlow (data-free, at initialisation) and iterative magnitude pruning with rewinding (IMP).
 
-What is prunable: the ``weight`` of every ``nn.Conv1d/2d/3d`` and ``nn.Linear`` (the classifier head
-included), ranked *globally* across layers. Left out, and always trainable: biases and the affine
-parameters of normalisation layers (BatchNorm, LayerNorm, GroupNorm). They are about 1% of a
-ResNet-18, and zeroing a bias or a norm scale removes a whole channel's offset or output rather
-than one connection, which is not what weight sparsity means in 002 (its public code masks conv
-and linear weights only). A module of any other kind that owns parameters (an embedding, an RNN, a
-custom ``nn.Parameter``) is refused with a clear error rather than silently skipped.
+What is prunable: the ``weight`` of every ``nn.Conv1d/2d/3d`` and ``nn.Linear``, ranked *globally*
+across layers, **the classifier head included**. This departs from 002's public code, which prunes
+the weights of ``nn.Conv2d`` layers only and leaves the final linear classifier dense. The course
+prunes linear weights too because its FAST model is an MLP (no conv layer at all: a conv-only rule
+would prune nothing); on ResNet-18 the head is 5,120 of about 11.2 M prunable weights, so
+including it barely changes a global ranking there. To follow the public code exactly, build the
+mask yourself: rank the conv weights only and keep ``mask["head.weight"]`` all ``True``. Left out,
+and always trainable: biases and the affine parameters of normalisation layers (BatchNorm, LayerNorm,
+GroupNorm). They are about 1% of a ResNet-18, and zeroing a bias or a norm scale removes a whole
+channel's offset or output rather than one connection, which is not what weight sparsity means in
+002 (its public code leaves them dense too). A module of any other kind that owns parameters (an embedding, an RNN, a custom
+``nn.Parameter``) is refused with a clear error rather than silently skipped.
 
 A pruning mask is an ordinary training mask of :mod:`course_lib.masks`: it covers *every*
 parameter, ``False`` on the pruned weights and ``True`` everywhere else (so biases and norm
