@@ -60,6 +60,7 @@ EXPECT = {
     "03_legonet": ["cifar10", "encoder: imagenet", "resnet18"],
     "04_boundary": ["cifar10", "resnet18"],
     "05_salun": ["cifar10", "resnet18"],
+    "05b_salun_controls": ["cifar10", "resnet18"],
     "06_sparsity": ["cifar10", "resnet18"],
     "06b_l1_backdoor": ["cifar10", "resnet18"],
     "07_del": ["cifar10", "resnet18"],

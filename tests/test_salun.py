@@ -167,27 +167,3 @@ def test_compare_seeds_runs_real_methods_with_callables(digits, trained):
     np.testing.assert_allclose(out.mean.loc["ga", "UA"], np.mean([out.runs[s].loc["ga", "UA"] for s in (0, 1)]))
     fig = plots.gap_with_error_bars(out.mean, out.std)
     assert len(fig.axes[0].patches) == 2 * 4
-
-
-def test_lecture_explorer_reads_the_precomputed_tables():
-    """The lecture's explorer callback draws the chosen scenario and metric from RESULTS only."""
-    import json
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "05_salun.ipynb").read_text())
-    cells = [c for c in nb["cells"] if "explorer" in c.get("metadata", {}).get("tags", [])]
-    assert len(cells) == 1
-    idx = ["Original", "Retrain", "SalUn"]
-    mk = lambda v: pd.DataFrame({"UA": v, "TA": [96.0, 95.0, 94.0]}, index=idx)  # noqa: E731
-    res = {sc: unlearn.SeedComparison(mk([1.0, 100.0, 90.0 + k]), mk([0.0, 0.0, 2.0]), {}, {})
-           for k, sc in enumerate(("class-wise", "random"))}
-    ns = {"plt": plt, "RESULTS": res, "SEEDS": [0, 1, 2]}
-    exec(compile("".join(cells[0]["source"]), "05_salun:explorer", "exec"), ns)
-    fig = ns["explore"](scenario="random", metric="UA")
-    ax = fig.axes[0]
-    assert [round(p.get_width(), 6) for p in ax.patches] == [100.0, 91.0]
-    assert ax.get_xlabel() == "UA" and "random" in ax.get_title()
-    plt.close("all")

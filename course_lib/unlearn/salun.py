@@ -3,11 +3,21 @@
 001 ("SalUn Training: classification"): ``theta_u = m_s * theta + (1 - m_s) * theta_o``, the
 salient weights ``m_s`` (:func:`course_lib.masks.saliency`, computed once at ``theta_o``) trained
 on forget examples relabelled ``y' != y``. The course trains on the retain set plus the
-relabelled forget set, exactly as its ``random_label`` baseline (003 Sec. 3 "Random Label"; also
-what SalUn's public code does for classification), so SalUn and Random Label differ *only* in
-the mask. Frozen entries are restored after every optimiser step
+relabelled forget set with its ``random_label`` loop (003 Sec. 3 "Random Label"), so SalUn and
+Random Label differ *only* in the mask: one shuffled pass per epoch over ``D_r + D_f'`` (retain
+and forget rows mixed in every batch), the forget labels drawn **once**, before training, uniformly
+from the *other* classes (stream ``derive_seed(seed, 3)``), SGD with momentum, weight decay and a
+per-step schedule. Frozen entries are restored after every optimiser step
 (:func:`course_lib.train.sgd_steps`), so momentum and weight decay cannot move them: they stay
 bitwise equal to ``theta_o``.
+
+This is *not* the loop of SalUn's public code (``Classification/unlearn/RL.py``). There, for
+CIFAR-10 and SVHN, each epoch is a pass over the forget loader with labels **redrawn every batch**
+uniformly from **all** classes (the true class included, probability 1/C), **then** a pass over the
+retain loader; for CIFAR-100 and TinyImageNet, one shuffled pass over the concatenation with the
+forget labels redrawn once per epoch from all classes. Its masking multiplies the gradients by the
+mask, then restores the frozen entries (and masks their momentum) after every step: the same
+frozen weights as here.
 
 ``random_mask=True`` is the slides' ablation: the same number of entries at random positions
 (:func:`course_lib.masks.random_mask`, drawn from the stream ``derive_seed(seed, 8)``). A ``mask``

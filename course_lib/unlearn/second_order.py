@@ -19,9 +19,11 @@ public code of 002 (``unlearn/fisher.py``, ``fisher_new``) for the variance:
 * ``var = alpha * min(1 / (F + 1e-8), 1e3)`` (cap ``1e2`` for the classifier layer); for tensors
   of >= 2 dimensions the variance is averaged over dimension 1 (``row_mean=True``, as there); the
   classifier layer and every 1-D parameter (biases, norms) get 10x the variance, as there.
-* Deviation: the public code, in class-wise forgetting, also zeroes the forgotten class's output
-  row (Golatkar's head removal, which 002 Sec. 5 says changes the architecture). The course keeps
-  the architecture intact and never looks at which classes are forgotten.
+* Class-wise forgetting (``forget_classes``): the public code also sets the forgotten class's output
+  rows to mean 0 and variance 1e-4 (then x10 as the classifier layer), Golatkar's head removal, which
+  002 Sec. 5 notes changes the architecture. The course does the same when ``forget_classes`` is
+  given (the tuned table passes it for class-wise forgetting; :data:`CLASS_ROW_VAR`). Without it FF
+  never looks at which classes are forgotten, and noise alone leaves the class's output row working.
 
 **Influence unlearning** (``influence``, alias ``iu``): 002 Prop. 1 with its weight
 normalisation. Training is weighted ERM with weights ``1/N``; unlearning moves to weights
@@ -33,10 +35,21 @@ Alistarh 2020): ``H ~ damping * I + (1/n) sum_j g_j g_j^T`` over per-example gra
 training examples (``n_samples``, drawn from D = D_r + D_f, where the Hessian of Prop. 1 lives).
 WoodFisher applies this inverse by ``n`` Sherman-Morrison updates; the course applies the same
 inverse exactly in one ``n x n`` solve (Woodbury identity). ``curvature="hessian"`` uses the exact
-(damped) Hessian instead, for tiny models (tests, exercises). Deviations from the public code
-(``unlearn/Wfisher.py``): it feeds only the mean forget gradient (without Prop. 1's retain term)
-through a recursion over 32-example batch gradients of the retain set with an implicit unit
-damping; the course implements Prop. 1 as written.
+(damped) Hessian instead, for tiny models (tests, exercises).
+
+The public code (``unlearn/Wfisher.py``, the same in 002's and SalUn's repositories) computes the
+same vector as Prop. 1, *with* the retain term: the forget gradients summed and divided by ``N``,
+minus the retain gradients summed and scaled by ``N_f / (N N_r)``, i.e. ``(N_f / N)(mean forget grad
+- mean retain grad)``. Its curvature comes from **per-example** gradients (batch size 1) of the
+retain set in stored order (no shuffling), stopping after about ``N = 1000`` examples, applied by a
+recursion of Sherman-Morrison form with the constant 1000 in the denominators and an implicit unit
+damping; the recursion carries one running vector, seeded by the first example's gradient, where
+WoodFisher has ``F^{-1} g_j``, so it approximates that inverse. Where the course differs: the
+``n_samples`` curvature rows are drawn at random from D = D_r + D_f (where Prop. 1's Hessian lives,
+not D_r alone), the damped inverse is applied exactly (Woodbury), and ``damping`` is explicit
+(default 1e-2); ``alpha`` is tuned per scenario (``unlearn.tuned``). Older commits of 002's code fed
+only the forget gradient through a recursion over 32-example batch gradients; the course follows the
+current code's vector.
 """
 from __future__ import annotations
 
