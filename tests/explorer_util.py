@@ -1,6 +1,7 @@
 """Shared pieces of the explorer tests: execute a lecture's cell tagged ``explorer`` (the view) in a
 namespace of hand-made results, and record the call of the next cell (the controls)."""
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +41,13 @@ def _call_cell(notebook: str) -> str:
     nb = json.loads((ROOT / "notebooks" / notebook).read_text(encoding="utf-8"))
     i = next(i for i, c in enumerate(nb["cells"]) if "explorer" in c.get("metadata", {}).get("tags", []))
     return "".join(nb["cells"][i + 1]["source"])
+
+
+@pytest.fixture(autouse=True)
+def quiet_figures():
+    """Autouse in every module that imports it: silence plt.show() on the Agg backend (it warns that it
+    cannot show) and close every figure after the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    plt.close("all")

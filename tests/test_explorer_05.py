@@ -1,7 +1,6 @@
 """Lecture 05's explorer callback (the code cell tagged ``explorer``): a plain function that only reads
 precomputed results, executed on small hand-made results (nothing here trains the lecture's models)."""
 import time
-import warnings
 
 import matplotlib
 
@@ -12,15 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from explorer_util import explorer_call, explorer_namespace  # noqa: E402,F401
-
-
-@pytest.fixture(autouse=True)
-def _quiet_figures():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # plt.show() on the Agg backend warns that it cannot show
-        yield
-    plt.close("all")
+from explorer_util import explorer_call, explorer_namespace, quiet_figures  # noqa: E402,F401 (quiet_figures: autouse)
 
 
 def _trade():

@@ -1,7 +1,6 @@
 """Lecture 05b's explorer callback (the code cell tagged ``explorer``): a plain function that only reads
 precomputed results, executed on small hand-made results (nothing here trains the lecture's models)."""
 import time
-import warnings
 
 import matplotlib
 
@@ -12,18 +11,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from explorer_util import explorer_call, explorer_namespace  # noqa: E402,F401
+from explorer_util import explorer_call, explorer_namespace, quiet_figures  # noqa: E402,F401 (quiet_figures: autouse)
 
 NB = "05b_salun_controls.ipynb"
 KINDS = ["saliency", "random (global)", "random (per layer)"]
-
-
-@pytest.fixture(autouse=True)
-def _quiet_figures():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # plt.show() on the Agg backend warns that it cannot show
-        yield
-    plt.close("all")
 
 
 def _ns():

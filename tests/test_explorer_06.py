@@ -1,6 +1,5 @@
 """Lecture 06's explorer callback (the code cell tagged ``explorer``): a plain function that only reads
 precomputed results, executed on small hand-made results (nothing here trains the lecture's models)."""
-import warnings
 
 import matplotlib
 
@@ -13,15 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from explorer_util import explorer_call, explorer_namespace  # noqa: E402,F401
-
-
-@pytest.fixture(autouse=True)
-def _quiet_figures():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # plt.show() on the Agg backend warns that it cannot show
-        yield
-    plt.close("all")
+from explorer_util import explorer_call, explorer_namespace, quiet_figures  # noqa: E402,F401 (quiet_figures: autouse)
 
 
 def _paradigm():

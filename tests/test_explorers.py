@@ -3,7 +3,6 @@ reads precomputed results. The tests execute that cell on small hand-made result
 callback with non-default values; nothing here trains a model of the lecture."""
 import json
 import os
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -18,15 +17,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-from explorer_util import _call_cell, explorer_call  # noqa: E402,F401
-
-
-@pytest.fixture(autouse=True)
-def _quiet_figures():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # plt.show() on the Agg backend warns that it cannot show
-        yield
-    plt.close("all")
+from explorer_util import _call_cell, explorer_call, quiet_figures  # noqa: E402,F401 (quiet_figures: autouse)
 
 
 @pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
