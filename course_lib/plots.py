@@ -104,29 +104,13 @@ def embed_2d(Z, method: str = "umap", random_state: int = 0, n_neighbors: int = 
     rest of the library does not pay for it; the first fit in a process compiles numba code, which
     takes seconds); ``"pca"``: scikit-learn's PCA, a fast fallback that keeps only linear structure.
     """
-    import warnings
-
     Z = Z.detach().cpu().numpy() if isinstance(Z, torch.Tensor) else np.asarray(Z)
     if Z.ndim != 2 or Z.shape[0] < 3:
         raise ValueError(f"need a feature matrix [N >= 3, d], got shape {Z.shape}")
-    Z = Z.astype(np.float32)
-    if method == "pca":
-        from sklearn.decomposition import PCA
+    from .embedding import shared_embedding   # the one home of the reducers (and of UMAP's thread fix)
 
-        return PCA(n_components=2, random_state=random_state).fit_transform(Z).astype(np.float64)
-    if method != "umap":
-        raise ValueError(f"method must be 'umap' or 'pca', got {method!r}")
-    threads = torch.get_num_threads()
-    try:
-        with warnings.catch_warnings():  # umap warns that a fixed random_state forces one thread: intended
-            warnings.simplefilter("ignore")
-            import umap
-
-            reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, Z.shape[0] - 1), min_dist=min_dist,
-                                random_state=random_state)
-            return np.asarray(reducer.fit_transform(Z), dtype=np.float64)
-    finally:
-        torch.set_num_threads(threads)   # umap/numba raise torch's thread count (1 -> 2), slowing later training
+    return shared_embedding({"rows": Z.astype(np.float32)}, method=method, random_state=random_state,
+                            n_neighbors=n_neighbors, min_dist=min_dist)["rows"]
 
 
 def decision_space(models: dict[str, nn.Module], X: torch.Tensor, y: torch.Tensor, forget_mask, *,
