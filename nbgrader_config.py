@@ -26,9 +26,10 @@ c.Execute.timeout = 600
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Autograding that holds (see course_lib.grading.autograde_preprocessors): a static check of the
-# answer cells before execution, and after it a test cell scores only if it ran to its end with
-# no error and no tampering above it; warnings (stderr) and displayed values never change a score.
-from course_lib.grading import autograde_preprocessors  # noqa: E402
+# Autograding that holds by construction (course_lib/grading): nbgrader never runs a student's code.
+# Its Execute step is replaced by the sandboxed executor's results (answer cells in a sandbox, tests
+# in a trusted process), and feedback never shows hidden tests.
+from course_lib.grading.nbgrader_io import autograde_preprocessors, feedback_preprocessors  # noqa: E402
 
 c.Autograde.autograde_preprocessors = autograde_preprocessors()
+c.GenerateFeedback.preprocessors = feedback_preprocessors()

@@ -1,13 +1,21 @@
-"""Grading helpers (one package, three files): friendly assertions for visible tests in graded notebooks, and the
-nbgrader round trip (generate the student release, autograde a solution and a blank copy).
+"""Grading: student code in a sandboxed process, tests in a trusted one, nbgrader for the rest.
 
-Course layout (see ``nbgrader_config.py``): ``solutions/<a>/<a>.ipynb`` is the nbgrader
-*source*, ``assignments/<a>/<a>.ipynb`` the generated *release* that students receive.
+Course layout (see ``nbgrader_config.py``): ``solutions/<a>/<a>.ipynb`` is the nbgrader *source*
+(instructor version with hidden tests; its metadata ``course.forbidden`` lists the library code the
+assignment asks students to write), ``assignments/<a>/<a>.ipynb`` the generated *release*.
 
-* this file: friendly assertions for visible tests;
-* ``owncode.py``: :func:`assert_own_code`;
-* ``integrity.py``: the kernel check, the static scan of answer cells and the nbgrader preprocessors;
-* ``roundtrip.py``: releases, autograding in a scratch course, the round-trip check.
+Layers, bottom up (no module imports one above it):
+
+* ``cells.py``: a cell's nbgrader metadata, kinds, hidden test regions, points, part names;
+* ``codec.py``: plain data across the boundary (no pickle, no code);
+* ``sandbox_server.py`` (runs inside the sandbox) and ``forbid.py``: the student's side;
+* ``sandbox.py``: starts that side under bubblewrap with limits, talks to it;
+* ``executor.py``: the trusted side: given and test cells here, answer cells there;
+* ``nbgrader_io.py``: nbgrader commands, its ``Execute`` step replaced by the executor's results,
+  feedback without hidden tests, the gradebook read back;
+* ``collect.py`` (submissions into nbgrader's layout), ``similarity.py`` (copies flagged for a human);
+* ``batch.py``: a class, ``roundtrip.py``: releases and ``autograde`` (= ``batch.grade`` with one worker);
+* this file: friendly assertions used by test cells (they run in the trusted process).
 """
 from __future__ import annotations
 
@@ -56,8 +64,8 @@ def assert_raises(exc_type, fn, *args, **kwargs) -> None:
 
 
 
-from .owncode import assert_own_code  # noqa: E402,F401
-from .integrity import (SENTINEL, autograde_preprocessors, check_kernel, protected_names,  # noqa: E402,F401
-                        scan_cell)
-from .roundtrip import (GradeReport, _nbgrader, assignments, autograde, check_round_trip,  # noqa: E402,F401
-                        generate_release, release_is_current)
+from .batch import StudentResult, grade  # noqa: E402,F401
+from .nbgrader_io import assignments  # noqa: E402,F401
+from .roundtrip import autograde, check_round_trip, generate_release, release_is_current  # noqa: E402,F401
+
+GradeReport = StudentResult   # the one result type (the old name, kept for callers)

@@ -1,0 +1,387 @@
+"""The trusted side of grading: run a submission with its answer cells in the sandbox and the tests
+here, in a process that never executes student code.
+
+    python -m course_lib.grading.executor SOURCE SUBMISSION WORKDIR OUT.json [--cell-timeout S] [--total-timeout S]
+
+``SOURCE`` is the instructor's notebook (``solutions/<a>/<a>.ipynb`` when grading, the release
+for ``./course.sh check``): its given cells and test cells are the ones that run, whatever the
+submission holds in their place. The submission contributes only its answer cells (and cells the
+student added), which run in the sandbox (``sandbox.py``). Every name an answer cell binds appears
+here as plain data (a number, a string, an array, a tensor, a model rebuilt from its weights) or,
+for a function, as a :class:`Remote` that calls it across the boundary with plain data. A name the
+instructor's cells bind is never replaced by the student's.
+
+Each test cell runs its visible part, then its hidden part; it passes when neither raises. The
+result (``OUT.json``) holds, per cell, what nbgrader's notebook shows (printed text, an error with
+the test's message: never a hidden test's code, message or reference value), and per test cell
+its grade_id, points and message; plus the run's status (``ok``, ``timed out``, ``crashed``).
+"""
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import io
+import json
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import cells as C
+from . import codec
+from .sandbox import Limits, Sandbox, SandboxError
+
+_PRINT_LIMIT = 20_000
+
+
+class StudentError(Exception):
+    """Marks an exception raised by the student's code (re-raised here as a built-in type)."""
+
+
+def _raise_student(err: dict, what: str):
+    cls = getattr(builtins, str(err.get("ename", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = RuntimeError
+    shown = err.get("type") or cls.__name__
+    msg = f"{err.get('evalue', '')}"
+    try:
+        exc = cls(msg)
+    except Exception:  # noqa: BLE001 - exception classes with other signatures
+        exc = RuntimeError(msg)
+    exc._course_student = f"{shown} in your {what}: {msg}"[:1500]
+    raise exc
+
+
+class Remote:
+    """A student's function or object, called across the boundary."""
+
+    __slots__ = ("_runner", "_target", "_label")
+
+    def __init__(self, runner: "Runner", target: dict, label: str):
+        self._runner, self._target, self._label = runner, target, label
+
+    def __call__(self, *args, **kwargs):
+        return self._runner.call(self, args, kwargs)
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return self._runner.getattr(self, attr)
+
+    def __repr__(self):
+        return f"<student's {self._label}>"
+
+
+class Runner:
+    """One submission: the sandbox, the trusted namespace, and the record of every cell."""
+
+    def __init__(self, sandbox: Sandbox, forbidden: list[str]):
+        self.sb, self.forbidden = sandbox, forbidden
+        self.ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+        self.trusted_names: set[str] = set(self.ns)
+        self.given_classes: set[str] = set()
+        self.forbid_done = False
+        self.cells: list[dict] = []
+        self.notes: list[str] = []
+
+    # --------------------------------------------------------------- values across the boundary
+    def _trusted_class(self, name: str):
+        module, _, qual = name.partition(":")
+        if module == "__main__":
+            cls = self.ns.get(qual) if qual in self.given_classes else None
+            return cls if isinstance(cls, type) else None
+        if not (module.startswith("torch.nn") or module.startswith("course_lib.")) or module.startswith(
+                "course_lib.grading"):
+            return None
+        import importlib
+        try:
+            obj = importlib.import_module(module)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            return None
+        if not isinstance(obj, type):
+            return None
+        import torch
+        if module.startswith("torch.nn") and not issubclass(obj, torch.nn.Module):
+            return None
+        return obj
+
+    def _travels(self, cls) -> bool:
+        import torch
+        mod = cls.__module__ or ""
+        return (mod.startswith("torch.nn") and issubclass(cls, torch.nn.Module)) or (
+            mod.startswith("course_lib.") and not mod.startswith("course_lib.grading")) or (
+            mod == "__main__" and cls.__qualname__ in self.given_classes)
+
+    def encode(self, value):
+        def handle(obj):
+            if isinstance(obj, Remote) and "handle" in obj._target:
+                return {"$handle": obj._target["handle"]}
+            raise codec.Unencodable(f"{type(obj).__qualname__} cannot be passed to the student's code")
+        return codec.encode(value, self._travels, handle=handle)
+
+    def decode(self, plain, label: str):
+        return codec.decode(plain, self._trusted_class,
+                            handle=lambda spec: Remote(self, {"handle": int(spec["$handle"])},
+                                                       f"{spec.get('type', 'object')} returned by {label}"))
+
+    def _reply(self, reply: dict, label: str):
+        if not reply.get("ok"):
+            _raise_student(reply.get("error") or {}, label)
+        return reply
+
+    def call(self, remote: Remote, args, kwargs):
+        plain_args = [self.encode(a) for a in args]
+        plain_kwargs = {str(k): self.encode(v) for k, v in kwargs.items()}
+        reply = self._reply(self.sb.request({"op": "call", "target": remote._target, "args": plain_args,
+                                             "kwargs": plain_kwargs}, remote._label), remote._label)
+        every = list(args) + list(kwargs.values())
+        for obj, new in zip(every, reply.get("sync") or []):
+            if new is not None:
+                _sync(obj, self.decode(new, remote._label))
+        value = reply.get("value")
+        if isinstance(value, dict) and "$arg" in value:
+            return every[int(value["$arg"])]
+        return self.decode(value, remote._label)
+
+    def getattr(self, remote: Remote, attr: str):
+        reply = self._reply(self.sb.request({"op": "getattr", "target": remote._target, "attr": attr},
+                                            remote._label), remote._label)
+        return self.decode(reply.get("value"), f"{remote._label}.{attr}")
+
+    # --------------------------------------------------------------- cells
+    def _exec_here(self, code: str, label: str) -> tuple[str, BaseException | None]:
+        out = io.StringIO()
+        err = None
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                exec(compile(code, f"<{label}>", "exec"), self.ns)   # noqa: S102 - the instructor's code
+            except BaseException as exc:  # noqa: BLE001 - recorded as the cell's error
+                err = exc
+        return out.getvalue()[:_PRINT_LIMIT], err
+
+    def given(self, cell: dict) -> None:
+        """The instructor's cell runs on both sides (the student's cells may use what it defines). In
+        parallel when it does not call the student's code, else the sandbox's run first."""
+        text = C.source(cell)
+        label = C.grade_id(cell) or "given cell"
+        parallel = not (_names_read(text) & {k for k, v in self.ns.items() if isinstance(v, Remote)})
+        sent = False
+        try:
+            self.sb.send({"op": "exec", "source": text, "given": True})
+            sent = True
+            if not parallel:
+                self._given_reply(label)
+        except SandboxError:
+            pass
+        before = {k: id(v) for k, v in self.ns.items()}
+        printed, err = self._exec_here(_strip_magics(text), label)
+        self._bind_trusted(before)
+        if sent and parallel:
+            try:
+                self._given_reply(label)
+            except SandboxError:
+                pass
+        self.cells.append({"grade_id": C.grade_id(cell), "kind": "given", "stdout": printed,
+                           "error": _error_text(err) if err else None})
+
+    def _given_reply(self, label: str) -> None:
+        reply = self.sb.receive(f"the given cell {label}")
+        if not reply.get("ok"):
+            self.notes.append(f"given cell {label} failed in the sandbox: "
+                              f"{(reply.get('error') or {}).get('evalue', '')[:200]}")
+
+    def _bind_trusted(self, before: dict) -> None:
+        for k, v in self.ns.items():
+            if before.get(k) != id(v):
+                self.trusted_names.add(k)
+                if isinstance(v, type) and getattr(v, "__module__", None) == "__main__":
+                    self.given_classes.add(k)
+
+    @property
+    def dead_reason(self):
+        return self.sb.dead.reason if self.sb.dead else None
+
+    def answer(self, cell: dict) -> None:
+        gid = C.grade_id(cell) or "a cell you added"
+        rec = {"grade_id": C.grade_id(cell), "kind": "answer", "stdout": "", "error": None}
+        self.cells.append(rec)
+        try:
+            if not self.forbid_done and self.forbidden:
+                self.forbid_done = True
+                self.sb.request({"op": "forbid", "names": self.forbidden}, "the grader's set-up")
+            reply = self.sb.request({"op": "exec", "source": C.source(cell), "answer": True}, f"answer cell {gid}")
+        except SandboxError as exc:
+            rec["error"] = exc.reason
+            return
+        rec["stdout"] = (str(reply.get("stdout", "")) + str(reply.get("stderr", "")))[:_PRINT_LIMIT]
+        if not reply.get("ok"):
+            e = reply.get("error") or {}
+            rec["error"] = f"{e.get('type', 'Error')}: {e.get('evalue', '')}"[:1500]
+        for name, desc in (reply.get("names") or {}).items():
+            name = str(name)
+            if not name.isidentifier():
+                continue
+            if name in self.trusted_names:
+                self.notes.append(f"answer cell {gid} rebinds {name}, which the given cells define: the tests keep "
+                                  "the given value")
+                continue
+            if isinstance(desc, dict) and "value" in desc:
+                try:
+                    self.ns[name] = self.decode(desc["value"], name)
+                except (codec.Malformed, ValueError, TypeError, KeyError) as exc:
+                    self.notes.append(f"{name} could not be read: {exc}")
+            else:
+                self.ns[name] = Remote(self, {"name": name}, f"function {name}" if desc.get("callable") else name)
+
+    def test(self, cell: dict, points: float) -> None:
+        visible, hidden = C.split_hidden(C.source(cell))
+        gid = C.grade_id(cell)
+        printed, err = self._exec_here(visible, f"test {gid}")
+        message, hidden_failed = None, False
+        if err is None and hidden.strip():
+            more, err = self._exec_here(hidden, f"test {gid}")
+            printed += more
+            hidden_failed = err is not None
+        if err is not None:
+            message = _test_message(err, hidden_failed, self.dead_reason)
+        self.cells.append({"grade_id": gid, "kind": "test", "points": points, "passed": err is None,
+                           "stdout": printed, "error": message})
+
+
+def _names_read(text: str) -> set[str]:
+    """Every name a cell mentions (a superset of what it reads; magics ignored)."""
+    import ast
+    try:
+        tree = ast.parse(_strip_magics(text))
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def _strip_magics(text: str) -> str:
+    """Given cells may hold IPython line magics (``%matplotlib inline``): no-ops on this side."""
+    return "\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in text.splitlines())
+
+
+def _sync(obj, new) -> None:
+    """Give ``obj`` the state the student's call left in its copy ``new`` (in-place changes)."""
+    import numpy as np
+    import torch
+    if isinstance(obj, torch.Tensor) and isinstance(new, torch.Tensor):
+        with torch.no_grad():
+            if obj.shape == new.shape and obj.dtype == new.dtype:
+                obj.copy_(new)
+            else:
+                obj.data = new
+    elif isinstance(obj, np.ndarray) and isinstance(new, np.ndarray) and obj.shape == new.shape:
+        obj[...] = new
+    elif isinstance(obj, list) and isinstance(new, list):
+        obj[:] = new
+    elif isinstance(obj, dict) and isinstance(new, dict):
+        obj.clear()
+        obj.update(new)
+    elif type(obj) is type(new) and hasattr(obj, "__dict__"):
+        obj.__dict__.clear()
+        obj.__dict__.update(new.__dict__)
+
+
+def _error_text(err: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(err), err)).strip()[-1500:]
+
+
+def _test_message(err: BaseException, hidden: bool, dead: str | None) -> str:
+    """What the student is told about a failed test: the visible test's message; for a hidden test
+    only that it failed (and the student's own error message, if their code raised)."""
+    if isinstance(err, SandboxError):
+        return f"Your code could not be run: {err.reason}."
+    student = getattr(err, "_course_student", None)
+    if student:
+        return f"{'A hidden test' if hidden else 'The test'} failed: {student}"
+    if hidden:
+        return (f"A hidden test failed ({type(err).__name__}). The hidden tests check the same specification on "
+                "other inputs; re-read the part's specification.")
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else f"{type(err).__name__} (the test failed)"
+
+
+def plan(source_nb: dict, submission_nb: dict) -> list[dict]:
+    """The cells to run, in order: the source's given and test cells (whatever the submission holds in
+    their place), the submission's answer cells (one it lacks runs empty) and the code cells the
+    student added, each after the known cell it follows in the submission."""
+    src = [c for c in source_nb["cells"] if c.get("cell_type") == "code"]
+    known = {C.grade_id(c): C.kind(c) for c in src if C.grade_id(c)}
+    answers, extras, last = {}, {}, None
+    for cell in submission_nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        gid = C.grade_id(cell)
+        if gid in known:
+            if known[gid] == "answer":
+                answers.setdefault(gid, cell)
+            last = gid
+        elif not C.meta(cell).get("grade"):
+            extras.setdefault(last, []).append({**cell, "metadata": {}})
+    out = list(extras.get(None, []))
+    for s in src:
+        gid = C.grade_id(s)
+        out.append(answers.get(gid, {**s, "source": ""}) if C.kind(s) == "answer" else s)
+        out.extend(extras.get(gid, []))
+    return out
+
+
+def run(source: Path, submission: Path, workdir: Path, limits: Limits | None = None,
+        sandbox: str | None = None) -> dict:
+    """Grade one submission; the result as plain data (see the module's doc)."""
+    t0 = time.monotonic()
+    source_nb = C.load(source)
+    forbidden = list(((source_nb.get("metadata", {}) or {}).get("course", {}) or {}).get("forbidden", []))
+    try:
+        submission_nb = C.load(submission)
+    except (OSError, ValueError) as exc:
+        return {"status": "error", "note": f"the submission is not a readable notebook ({exc})", "cells": [],
+                "seconds": 0.0}
+    points = C.parts(source_nb)
+    with Sandbox(workdir, limits, sandbox) as sb:
+        runner = Runner(sb, forbidden)
+        for cell in plan(source_nb, submission_nb):
+            k = C.kind(cell)
+            if k == "given":
+                runner.given(cell)
+            elif k == "answer":
+                runner.answer(cell)
+            elif k == "test":
+                runner.test(cell, points.get(C.grade_id(cell), 0.0))
+        status = "ok" if sb.dead is None else sb.dead.kind
+        reason = sb.dead.reason if sb.dead else ""
+        raw = bytes(sb.output[:4000]).decode("utf-8", "replace")
+        mode = sb.mode
+    tests = [c for c in runner.cells if c["kind"] == "test"]
+    return {"status": status, "note": reason, "notes": runner.notes, "sandbox": mode, "cells": runner.cells,
+            "score": sum(c["points"] for c in tests if c["passed"]), "max_score": sum(points.values()),
+            "parts": {c["grade_id"]: (c["points"] if c["passed"] else 0.0) for c in tests},
+            "seconds": round(time.monotonic() - t0, 2), "sandbox_output": raw}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("source")
+    p.add_argument("submission")
+    p.add_argument("workdir")
+    p.add_argument("out")
+    p.add_argument("--cell-timeout", type=float, default=Limits.cell_s)
+    p.add_argument("--total-timeout", type=float, default=Limits.total_s)
+    a = p.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    res = run(Path(a.source), Path(a.submission), Path(a.workdir),
+              Limits(cell_s=a.cell_timeout, total_s=a.total_timeout))
+    Path(a.out).write_text(json.dumps(res, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
