@@ -24,7 +24,7 @@ from collections import OrderedDict
 import numpy as np
 
 #: Largest frame either side accepts (bytes).
-MAX_FRAME = 512 * 2**20
+MAX_FRAME = 64 * 2**20
 #: Deepest nesting accepted (a hostile value cannot exhaust the decoder's stack).
 MAX_DEPTH = 60
 

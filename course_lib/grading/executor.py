@@ -83,6 +83,7 @@ class Runner:
         self.trusted_names: set[str] = set(self.ns)
         self.given_classes: set[str] = set()
         self.forbid_done = False
+        self._given_failed = False
         self.cells: list[dict] = []
         self.notes: list[str] = []
 
@@ -169,7 +170,7 @@ class Runner:
         text = C.source(cell)
         label = C.grade_id(cell) or "given cell"
         parallel = not (_names_read(text) & {k for k, v in self.ns.items() if isinstance(v, Remote)})
-        sent = False
+        sent, self._given_failed = False, False
         try:
             self.sb.send({"op": "exec", "source": text, "given": True})
             sent = True
@@ -179,27 +180,49 @@ class Runner:
             pass
         before = {k: id(v) for k, v in self.ns.items()}
         printed, err = self._exec_here(_strip_magics(text), label)
-        self._bind_trusted(before)
+        bound = self._bind_trusted(before)
         if sent and parallel:
             try:
                 self._given_reply(label)
             except SandboxError:
                 pass
+        if self._given_failed:
+            self._ship(bound, label)
         self.cells.append({"grade_id": C.grade_id(cell), "kind": "given", "stdout": printed,
                            "error": _error_text(err) if err else None})
 
     def _given_reply(self, label: str) -> None:
         reply = self.sb.receive(f"the given cell {label}")
-        if not reply.get("ok"):
-            self.notes.append(f"given cell {label} failed in the sandbox: "
-                              f"{(reply.get('error') or {}).get('evalue', '')[:200]}")
+        self._given_failed = not reply.get("ok")
 
-    def _bind_trusted(self, before: dict) -> None:
+    def _ship(self, names: list[str], label: str) -> None:
+        """A given cell failed in the sandbox (it needs library code the sandbox lacks): send the values
+        it computed here (plain data; functions and classes were defined there statement by statement)."""
+        values = {}
+        for k in names:
+            v = self.ns.get(k)
+            if isinstance(v, Remote) or callable(v):
+                continue
+            try:
+                values[k] = self.encode(v)
+            except codec.Unencodable:
+                continue
+        try:
+            reply = self.sb.request({"op": "bind", "values": values}, f"the given cell {label}")
+            if reply.get("failed"):
+                self.notes.append(f"given cell {label}: the sandbox could not rebuild {', '.join(reply['failed'])}")
+        except SandboxError:
+            pass
+
+    def _bind_trusted(self, before: dict) -> list[str]:
+        bound = []
         for k, v in self.ns.items():
             if before.get(k) != id(v):
+                bound.append(k)
                 self.trusted_names.add(k)
                 if isinstance(v, type) and getattr(v, "__module__", None) == "__main__":
                     self.given_classes.add(k)
+        return bound
 
     @property
     def dead_reason(self):
@@ -304,7 +327,7 @@ def _test_message(err: BaseException, hidden: bool, dead: str | None) -> str:
     if hidden:
         return (f"A hidden test failed ({type(err).__name__}). The hidden tests check the same specification on "
                 "other inputs; re-read the part's specification.")
-    text = str(err).strip()
+    text = str(err).strip()[:2000]
     return f"{type(err).__name__}: {text}" if text else f"{type(err).__name__} (the test failed)"
 
 
@@ -345,7 +368,7 @@ def run(source: Path, submission: Path, workdir: Path, limits: Limits | None = N
         return {"status": "error", "note": f"the submission is not a readable notebook ({exc})", "cells": [],
                 "seconds": 0.0}
     points = C.parts(source_nb)
-    with Sandbox(workdir, limits, sandbox) as sb:
+    with Sandbox(workdir, limits, sandbox, forbidden) as sb:
         runner = Runner(sb, forbidden)
         for cell in plan(source_nb, submission_nb):
             k = C.kind(cell)

@@ -80,3 +80,67 @@ def install(names) -> list[str]:
                             d[k] = stub
             done.append(dotted)
     return done
+
+
+# ----------------------------------------------------------------- a course library without the references
+
+def _stub_body(fn, dotted: str):
+    import ast
+    msg = _MESSAGE.format(name=dotted)
+    raise_stmt = ast.parse(f"raise NotImplementedError({msg!r})").body[0]
+    doc = fn.body[0] if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(
+        getattr(fn.body[0], "value", None), ast.Constant) and isinstance(fn.body[0].value.value, str) else None
+    fn.body = ([doc] if doc else []) + [raise_stmt]
+
+
+def stub_source(text: str, module: str, names: set[str] | None) -> str:
+    """``text`` (a module's source) with the body of every function whose dotted name is covered
+    replaced by ``raise NotImplementedError``: all functions and methods when ``names`` is None,
+    else the top-level functions and classes (all their methods) named in ``names``."""
+    import ast
+    tree = ast.parse(text)
+
+    def visit(node, prefix, covered):
+        for child in getattr(node, "body", []):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if covered or (names is not None and child.name in names and node is tree):
+                    _stub_body(child, f"{prefix}.{child.name}")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}.{child.name}",
+                      covered or (names is not None and child.name in names and node is tree))
+    visit(tree, module, names is None)
+    return ast.unparse(ast.fix_missing_locations(tree)) + "\n"
+
+
+def filtered_copy(package_dir, forbidden, dest) -> list[str]:
+    """Copy the course library (``package_dir``, the ``course_lib`` folder) to ``dest`` with the source of
+    every function ``forbidden`` covers replaced by a stub: the sandbox binds this copy, so the reference
+    code is not on its disk nor in its memory (a reload or a read of the file finds the stub too).
+    Returns the dotted names (modules or functions) stubbed."""
+    import shutil
+    from pathlib import Path
+
+    package_dir, dest = Path(package_dir), Path(dest)
+    shutil.copytree(package_dir, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    top = package_dir.name
+    per_file: dict[Path, set | None] = {}
+    for name in forbidden:
+        if not (name == top or name.startswith(top + ".")):
+            continue
+        rel = name.split(".")[1:]
+        base = dest.joinpath(*rel)
+        if base.is_dir():
+            for f in base.rglob("*.py"):
+                per_file[f] = None
+        elif base.with_suffix(".py").exists():
+            per_file[base.with_suffix(".py")] = None
+        elif base.parent.with_suffix(".py").exists() or (base.parent / "__init__.py").exists():
+            f = base.parent.with_suffix(".py") if base.parent.with_suffix(".py").exists() else base.parent / "__init__.py"
+            if per_file.get(f, set()) is not None:
+                per_file.setdefault(f, set()).add(rel[-1])
+    done = []
+    for f, names in per_file.items():
+        mod = ".".join((top, *f.relative_to(dest).with_suffix("").parts)).removesuffix(".__init__")
+        f.write_text(stub_source(f.read_text(encoding="utf-8"), mod, names), encoding="utf-8")
+        done.append(mod if names is None else ", ".join(f"{mod}.{n}" for n in sorted(names)))
+    return done

@@ -2,8 +2,10 @@
 
 ``Sandbox(workdir, limits)`` starts ``python -m course_lib.grading.sandbox_server`` so that it
 
-* sees a file system made of the system's programs and libraries, the Python environment, the
-  course library and its ``data/`` folder, all read-only, plus ``workdir`` (the student's own
+* sees a file system made of the system's programs and libraries, the Python environment, a copy
+  of the course library in which the functions the assignment asks students to write are stubs
+  (``forbid.filtered_copy``: the reference code is neither on its disk nor in its memory), and
+  the ``data/`` folder, all read-only, plus ``workdir`` (the student's own
   folder, writable) and an empty ``/tmp``: not the solutions, the gradebook, the hidden tests, the
   course's other folders or other students' work;
 * has no network, its own process and IPC namespaces (it cannot see or signal the grader), and runs
@@ -107,7 +109,7 @@ def _env(limits: Limits) -> dict:
             "TQDM_DISABLE": "1", "NUMBA_NUM_THREADS": keep.get("OMP_NUM_THREADS", "1")}
 
 
-def _bwrap_args(workdir: Path) -> list[str]:
+def _bwrap_args(workdir: Path, library: Path | None = None) -> list[str]:
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
             "--proc", "/proc", "--dev", "/dev", "--size", str(512 * 2**20), "--tmpfs", "/tmp"]
     for d in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/alternatives", "/etc/ld.so.cache",
@@ -120,7 +122,8 @@ def _bwrap_args(workdir: Path) -> list[str]:
     if Path(sys.prefix) != prefix:
         args += ["--ro-bind-try", str(prefix), sys.prefix]
     root = config.ROOT
-    for d in (root / "course_lib", config.DATA_DIR, root / "build" / "numba-cache"):
+    args += ["--ro-bind", str(library or root / "course_lib"), str(root / "course_lib")]
+    for d in (config.DATA_DIR, root / "build" / "numba-cache"):
         if Path(d).exists():
             args += ["--ro-bind", str(d), str(d)]
     args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
@@ -182,8 +185,10 @@ def _remove_cgroup(cg: Path) -> None:
 class Sandbox:
     """One student's sandboxed process and its channel. Use as a context manager."""
 
-    def __init__(self, workdir: Path, limits: Limits | None = None, sandbox: str | None = None):
+    def __init__(self, workdir: Path, limits: Limits | None = None, sandbox: str | None = None,
+                 forbidden: list[str] | tuple = ()):
         self.workdir, self.limits = Path(workdir).resolve(), limits or Limits()
+        self.forbidden = list(forbidden)
         self.mode = sandbox or mode()
         self.proc: subprocess.Popen | None = None
         self.dead: SandboxError | None = None
@@ -208,15 +213,21 @@ class Sandbox:
                 pass
 
     def start(self) -> "Sandbox":
+        import tempfile
+        from . import forbid
+        self._libdir = Path(tempfile.mkdtemp(prefix="course-lib-"))
+        os.chmod(self._libdir, 0o755)
+        library = self._libdir / "course_lib"
+        self.stubbed = forbid.filtered_copy(config.ROOT / "course_lib", self.forbidden, library)
         parent, child = socket.socketpair()
         self.sock = parent
         cmd = [sys.executable, "-m", "course_lib.grading.sandbox_server", str(child.fileno())]
         if self.mode == "bwrap":
             env = _env(self.limits)
             setenv = [a for k, v in env.items() for a in ("--setenv", k, v)]
-            cmd = _bwrap_args(self.workdir) + setenv + cmd
+            cmd = _bwrap_args(self.workdir, library) + setenv + cmd
         else:
-            env = {**_env(self.limits), "PYTHONPATH": str(config.ROOT)}
+            env = {**_env(self.limits), "PYTHONPATH": str(self._libdir)}
         if self.mode == "bwrap" and os.geteuid() == 0:
             # bwrap (as root) makes the binds, then runs the student's code as an unprivileged uid of a
             # user namespace of its own: no capabilities, nothing to signal, read-only binds
@@ -261,6 +272,8 @@ class Sandbox:
             pass
         for cg in getattr(self, "cgroups", []):
             _remove_cgroup(cg)
+        if getattr(self, "_libdir", None) is not None:
+            shutil.rmtree(self._libdir, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
