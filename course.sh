@@ -7,15 +7,18 @@
 #                                                  build/html/index.html, print a table
 #   ./course.sh test [pytest args]                 run the test suite (what CI runs)
 #   ./course.sh lab [jupyter lab args]             open JupyterLab on the course (--allow-root if root)
-#   ./course.sh check NAME|NOTEBOOK                students: run your assignment (e.g. a02_sisa) in a
-#                                                  fresh kernel, see which parts pass, fail, are not done
-#   ./course.sh grade NAME SUBMISSIONS [options]   TAs: grade a folder of notebooks/zips in parallel: table,
-#                                                  grades.csv + feedback in build/grades/NAME (--help)
+#   ./course.sh check NAME|NOTEBOOK                students: run your assignment (e.g. a02_sisa) as the grader
+#                                                  does (visible tests only); which parts pass, fail, are not done
+#   ./course.sh grade NAME SUBMISSIONS [options]   TAs: grade a folder of notebooks/zips in parallel, each in a
+#                                                  sandbox: table, grades.csv, grades_lms.csv, similarity.csv,
+#                                                  feedback/ in build/grades/NAME (--help)
 #
 # Environment: a virtual environment in .venv (override with COURSE_VENV), made with python3.11
 # (override with COURSE_PYTHON). Conda users can instead `conda env create -f environment.yml`
 # and set COURSE_VENV to that environment's prefix. COURSE_NO_SETUP=1 uses the environment as it
-# is (no install step; the tests use it).
+# is (no install step; the tests use it). The grader's sandbox needs bubblewrap (Debian package
+# `bubblewrap`, installed here when missing if apt-get runs as root); without it grading falls back
+# to COURSE_SANDBOX=none (no isolation: fine for `check`, and `grade` refuses unless --no-sandbox).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -24,8 +27,37 @@ case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # absolute (a conda prefix 
 PY="${COURSE_PYTHON:-$(command -v python3.11 || command -v python3)}"
 STAMP="$VENV/.course-env-stamp"
 
+# The grader's sandbox (course_lib/grading/sandbox.py) runs students' code under bubblewrap. Install it
+# when missing and apt-get can run as root (once per environment: a failed try is not repeated);
+# never fail without it: grading then falls back to COURSE_SANDBOX=none (see sandbox.py).
+ensure_sandbox() {
+  local sudo="" tried="$VENV/.course-bwrap-tried"
+  if ! command -v bwrap >/dev/null 2>&1 && [ "${COURSE_NO_SETUP:-}" != 1 ] && [ ! -e "$tried" ] \
+      && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    fi
+    if [ "$(id -u)" = 0 ] || [ -n "$sudo" ]; then
+      echo "== installing bubblewrap (Debian package) for the grader's sandbox =="
+      { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+          $sudo apt-get install -y -qq --no-install-recommends bubblewrap; } >/dev/null 2>&1 || true
+      mkdir -p "$VENV" && touch "$tried" 2>/dev/null || true
+    fi
+  fi
+  if ! command -v bwrap >/dev/null 2>&1; then
+    echo "course.sh: bubblewrap (bwrap) is not installed and could not be installed here (apt-get install" \
+         "bubblewrap as root); grading falls back to COURSE_SANDBOX=none: no isolation (fine for check," \
+         "unsafe for grading a class)" >&2
+  elif ! bwrap --ro-bind / / --unshare-all --die-with-parent true >/dev/null 2>&1; then
+    echo "course.sh: bubblewrap cannot create namespaces here (a container without user namespaces?);" \
+         "grading falls back to COURSE_SANDBOX=none: no isolation (fine for check, unsafe for grading a class)" >&2
+  fi
+  return 0
+}
+
 ensure_env() {
   local want
+  ensure_sandbox
   if [ "${COURSE_NO_SETUP:-}" = 1 ] && [ -x "$VENV/bin/python" ]; then
     return
   fi
@@ -85,14 +117,14 @@ case "$cmd" in
     ensure_env
     export PATH="$VENV/bin:$PATH"
     if [ $# -lt 2 ] && [ "${1:-}" != -h ] && [ "${1:-}" != --help ]; then
-      echo "usage: ./course.sh grade NAME SUBMISSIONS [--workers N] [--timeout S] [--due WHEN] [--roster FILE] [--full]" >&2
+      echo "usage: ./course.sh grade NAME SUBMISSIONS [--workers N] [--timeout S] [--due WHEN] [--roster FILE] [--full] [--no-sandbox]" >&2
       echo "       (e.g. ./course.sh grade a02_sisa ~/Downloads/a02; ./course.sh grade --help for all options)" >&2
       exit 2
     fi
     exec python scripts/grade.py "$@"
     ;;
   *)
-    sed -n '2,18p' "$0"
+    sed -n '2,21p' "$0"
     [ "$cmd" = help ] || exit 2
     ;;
 esac

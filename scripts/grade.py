@@ -1,4 +1,4 @@
-"""Grade a class: a folder of submissions in, feedback HTML, grades.csv and a table out.
+"""Grade a class: a folder of submissions in; a table, CSVs of scores per part and feedback out.
 
     ./course.sh grade a02_sisa ~/Downloads/a02                 # one worker per core, FAST mode
     ./course.sh grade a02_sisa subs --due "2025-03-01 23:59" --roster students.txt --workers 4
@@ -6,22 +6,38 @@
 SUBMISSIONS holds one entry per student, named by student id: <id>.ipynb, <id>.zip (the notebook
 anywhere inside, perhaps renamed; a timestamp.txt inside gives the hand-in time), or a folder <id>/.
 Renamed, late (--due: against timestamp.txt, else the file's modification time), missing (--roster
-or --students), corrupt and non-notebook submissions, and notebooks that run past --timeout, are
-reported in the table and in grades.csv; they never stop the others. Underneath: nbgrader's
-zip_collect, autograde, generate_feedback and export, in scratch copies of the course (the course's
-own gradebook is not touched). Writes OUT/grades.csv (student, total, max, one column per graded
-part, status, note), OUT/feedback/<student>.html and nbgrader's logs in OUT/logs/.
+or --students), corrupt, non-notebook and other assignments' notebooks, and notebooks that run past
+--timeout or crash, are reported in the table and the CSVs; they never stop the others. A student
+stopped by a limit keeps the points of the tests that ran before.
 
-Exit status: 0 when the class was graded (whatever the students' problems), 2 for a bad command line.
+Every student's answer cells run in a sandbox (bubblewrap: no network, no file but the student's
+own folder, limits on time, memory and processes); the given cells and the tests run in a trusted
+process; nbgrader (zip_collect, autograde, generate_feedback) keeps the gradebook and writes the
+feedback, never running a student's code; workers take the next student as soon as they are free.
+All of it happens in a scratch copy of the course (the course's own gradebook is not touched).
+
+Writes OUT/grades.csv (student, total, max, one column per graded part, status, note),
+OUT/grades_lms.csv (Student ID, Total, one column per part named by its "Part" heading, Status: what
+an LMS gradebook imports), OUT/similarity.csv (answer cells very close to the instructor's solution
+or to the library's reference code: for a person to read, never zeroed), OUT/feedback/<student>.html
+(visible tests and messages; hidden tests only say that they failed) and OUT/logs/.
+
+Without a working bubblewrap (sandbox mode "none") grading refuses: student code would run with the
+grader's rights. --no-sandbox grades anyway, without isolation: UNSAFE, for a trusted local test only.
+
+Exit status: 0 when the class was graded (whatever the students' problems), 1 when nbgrader itself
+failed (see OUT/logs/), 2 for a bad command line or a missing sandbox.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Characters of a note shown in the table (the whole note is listed below it and in grades.csv).
+NOTE_WIDTH = 40
 
 
 def parse_args(argv: list[str] | None):
@@ -34,13 +50,16 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--out", type=Path, help="output folder (default: build/grades/NAME)")
     ap.add_argument("--workers", type=int, help="parallel graders (default: one per CPU core)")
     ap.add_argument("--timeout", type=float, default=batch.DEFAULT_TIMEOUT_S,
-                    help=f"seconds a student's notebook may run (default {batch.DEFAULT_TIMEOUT_S}); a longer "
-                         f"cell is interrupted, a student stuck for {batch.STARTUP_GRACE_S} s more is stopped; "
-                         "either way 'timed out', score 0")
+                    help=f"seconds one cell of a student may run (default {batch.DEFAULT_TIMEOUT_S}); the whole "
+                         f"notebook gets {batch.TOTAL_FACTOR} times that. A student past it is stopped ('timed "
+                         "out') and keeps the points of the tests that ran before")
     ap.add_argument("--full", action="store_true", help="run the graded notebooks in full mode (COURSE_FAST=0)")
     ap.add_argument("--due", type=_due, help="due date, e.g. '2025-03-01 23:59' (local time unless a zone is given)")
     ap.add_argument("--students", help="comma-separated roster of student ids (ids without a file: 'missing')")
     ap.add_argument("--roster", type=Path, help="file with one student id per line (a CSV's first column)")
+    ap.add_argument("--no-sandbox", action="store_true",
+                    help="UNSAFE: run students' code without the sandbox (COURSE_SANDBOX=none), with your rights "
+                         "and files; only to try the grader on trusted notebooks where bubblewrap is missing")
     args = ap.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         ap.error("--workers must be at least 1")
@@ -54,10 +73,10 @@ def parse_args(argv: list[str] | None):
 
 
 def _due(text: str):
-    from course_lib.grading import batch
+    from course_lib.grading import collect
 
     try:
-        return batch.parse_due(text)
+        return collect.parse_due(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -76,27 +95,67 @@ def roster(students: str | None, path: Path | None) -> list[str] | None:
     return list(dict.fromkeys(ids))
 
 
+def sandbox_problem(no_sandbox: bool) -> str | None:
+    """Why grading must not start (None: go): the sandbox is unavailable and --no-sandbox was not
+    given. With --no-sandbox, COURSE_SANDBOX=none for every worker."""
+    from course_lib.grading import sandbox
+
+    if no_sandbox:
+        os.environ["COURSE_SANDBOX"] = "none"
+        return None
+    try:
+        mode = sandbox.mode()
+    except (RuntimeError, ValueError) as exc:
+        return str(exc)
+    if mode == "none":
+        why = ("COURSE_SANDBOX=none is set" if os.environ.get("COURSE_SANDBOX", "").strip().lower() == "none"
+               else "bubblewrap (bwrap) is missing or cannot create namespaces here")
+        return (f"the grader's sandbox is not available: {why}. Grading a class without it runs every student's "
+                "code with your rights, files and network. Install it (`apt-get install bubblewrap`; "
+                "./course.sh does so when it can) or grade where user namespaces are allowed. "
+                "--no-sandbox grades anyway, UNSAFE: only for trusted notebooks on a test machine.")
+    return None
+
+
+def _part_labels(graded) -> dict[str, str]:
+    """Column labels of the parts: "A/2" from the "Part A" heading (the grade_id where two cells share one)."""
+    labels = {}
+    for g, pts in graded.parts.items():
+        name = str(graded.names.get(g, g)).removeprefix("Part ").strip() or g
+        labels[g] = f"{name}/{pts:g}"
+    counts = {}
+    for v in labels.values():
+        counts[v] = counts.get(v, 0) + 1
+    return {g: (v if counts[v] == 1 else f"{g.removeprefix('test_')}/{graded.parts[g]:g}") for g, v in labels.items()}
+
+
+def _short(text: str, width: int = NOTE_WIDTH) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def table(graded) -> str:
-    """The grades as a text table: student, score/max, points per part, status; then the notes."""
-    parts = graded.parts
-    heads = ["student", "score", *(f"{g.removeprefix('test_')}/{p:g}" for g, p in parts.items()), "status"]
+    """The grades as a text table: student, total, points per part, status, note (cut; the whole
+    notes follow the table), seconds the executor took."""
+    labels = _part_labels(graded)
+    heads = ["student", "total", *labels.values(), "status", "note", "seconds"]
     rows = []
     for r in graded:
-        ran = not set(r.flags) & {"corrupt", "not a notebook", "missing"}
-        cells = [f"{r.parts.get(g, 0.0):g}" if ran else "-" for g in parts]
-        rows.append([r.student, f"{r.score:g}/{r.max_score:g}", *cells, r.status])
+        ran = r.seconds is not None
+        cells = [f"{r.parts.get(g, 0.0):g}" if ran else "-" for g in labels]
+        rows.append([r.student, f"{r.score:g}/{r.max_score:g}", *cells, r.status, _short(r.note),
+                     f"{r.seconds:.0f}" if ran else "-"])
     widths = [max(len(str(x)) for x in col) for col in zip(heads, *rows)]
     fmt = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()  # noqa: E731
     lines = [fmt(heads), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-    notes = [f"  {r.student}: {r.note}" for r in graded if r.note]
+    notes = [f"  {r.student}: {r.note}" for r in graded if r.note and len(" ".join(r.note.split())) > NOTE_WIDTH]
     return "\n".join(lines + (["", "notes:"] + notes if notes else []))
 
 
 def main(argv: list[str] | None = None) -> int:
-    t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
     args = parse_args(argv)
-    from course_lib.grading import batch
+    from course_lib.grading import batch, sandbox
 
     out = args.out or ROOT / "build" / "grades" / args.name
     try:
@@ -104,17 +163,33 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"course.sh grade: {exc}", file=sys.stderr)
         return 2
+    problem = sandbox_problem(args.no_sandbox)
+    if problem:
+        print(f"course.sh grade: refusing to grade: {problem}", file=sys.stderr)
+        return 2
     mode = "full" if args.full else "FAST"
-    print(f"Grading {args.name} from {args.submissions} ({mode} mode, timeout {args.timeout:g} s) ...", flush=True)
-    graded = batch.grade(args.name, args.submissions, out, workers=args.workers, timeout=args.timeout,
-                         fast=not args.full, due=args.due, students=args.roster_ids)
+    box = sandbox.mode()
+    print(f"Grading {args.name} from {args.submissions} ({mode} mode, {args.timeout:g} s per cell, "
+          f"sandbox: {box}) ...", flush=True)
+    if box == "none":
+        print("WARNING: --no-sandbox: students' code runs WITHOUT isolation (for trusted notebooks only).",
+              file=sys.stderr, flush=True)
+    try:
+        graded = batch.grade(args.name, args.submissions, out, workers=args.workers, timeout=args.timeout,
+                             fast=not args.full, due=args.due, students=args.roster_ids)
+    except RuntimeError as exc:       # nbgrader itself failed: its log says why
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"course.sh grade: grading stopped: {first}\n  see the logs in {out / 'logs'}/", file=sys.stderr)
+        return 1
     print()
     print(table(graded))
     n_feedback = sum(r.feedback is not None for r in graded)
-    print(f"\nWrote {graded.csv} and {n_feedback} feedback file(s) in {graded.out_dir / 'feedback'}/")
-    seconds = time.perf_counter() - t0      # the whole command, start-up included
-    print(f"{graded.ran} students in {seconds:.0f} s = {3600 * graded.ran / seconds:.0f} students/hour "
-          f"with {graded.workers} worker{'s' if graded.workers != 1 else ''}")
+    print(f"\nWrote {graded.csv}\n      {graded.lms_csv} (for the LMS gradebook)\n      "
+          f"{graded.out_dir / 'similarity.csv'} (answers to read: close to the solution or the library)\n      "
+          f"{n_feedback} feedback file(s) in {graded.out_dir / 'feedback'}/ (without hidden tests)")
+    rate = f" = {3600 * graded.ran / graded.seconds:.0f} students/hour" if graded.seconds > 0 and graded.ran else ""
+    print(f"{graded.ran} students ran in {graded.seconds:.0f} s{rate} with {graded.workers} "
+          f"worker{'s' if graded.workers != 1 else ''} (sandbox: {box})")
     return 0
 
 

@@ -1,13 +1,7 @@
 """Scratch courses cannot collide: grading runs side by side (as the suite's pytest workers, a TA's
-`./course.sh grade` and `check` do) each own a fresh scratch course, create and remove it themselves,
-and every gradebook opens. This repeats the grading suite's setup in parallel on a tiny assignment.
-
-Investigated cause of the one lost ``gradebook.db`` seen in CI (sqlite3 "unable to open database
-file" on a scratch course of ``test_grading_suite``): scratch courses come from ``tempfile.mkdtemp``
-(unique, never removed by a pattern), file descriptors do not leak (limit 20,000 here), and parallel
-runs below never collide. SQLite answers "unable to open database file" when it cannot create the
-file or its journal, which a full or vanished temporary folder causes: the grader now says so in its
-error (with the scratch folder and nbgrader's log) instead of a bare sqlite3 traceback."""
+`./course.sh grade` and `check` do) each own a fresh scratch course (``tempfile.mkdtemp``), create and
+remove it themselves, and every gradebook opens. This runs the class pipeline (``grading.autograde``:
+collect, the sandboxed executor, nbgrader autograde) twice at once on a tiny assignment."""
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +41,7 @@ def tiny_course(root: Path) -> Path:
 
 @pytest.mark.nbgrader
 def test_parallel_grading_runs_each_own_their_scratch_course(tmp_path, monkeypatch):
-    """Three autograde runs at once: every gradebook opens, every score is right, and each
+    """Two autograde runs at once: every gradebook opens, every score is right, and each
     run removes exactly its own scratch course (the scratch folder is empty afterwards)."""
     root = tiny_course(tmp_path / "course")
     scratch = tmp_path / "scratch"
@@ -55,35 +49,13 @@ def test_parallel_grading_runs_each_own_their_scratch_course(tmp_path, monkeypat
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     sol = root / "solutions" / NAME / f"{NAME}.ipynb"
     blank = root / "assignments" / NAME / f"{NAME}.ipynb"
-    seen = set()
 
     def one(k):
-        before = set(scratch.iterdir())
-        reps = grading.autograde(NAME, {f"sol{k}": sol, f"blank{k}": blank}, root)
-        seen.update(set(scratch.iterdir()) - before)
-        return k, reps
+        return k, grading.autograde(NAME, {f"sol{k}": sol, f"blank{k}": blank}, root)
 
-    with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(one, range(3)))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(2)))
     for k, reps in results:
         assert reps[f"sol{k}"].score == 1 and reps[f"sol{k}"].max_score == 1, reps
         assert reps[f"blank{k}"].score == 0, reps
     assert not list(scratch.iterdir()), f"scratch courses left behind: {list(scratch.iterdir())}"
-
-
-def test_a_gradebook_that_cannot_be_opened_is_explained(tmp_path, monkeypatch):
-    """If the scratch course vanished under the grader (a full or cleaned temporary folder), the error
-    names the scratch course and the likely cause, not a bare sqlite3 error."""
-    from course_lib.grading import roundtrip
-
-    root = tiny_course(tmp_path / "course")
-    real = roundtrip._nbgrader_autograde
-
-    def vanish(name, tmp, fast):
-        proc = real(name, tmp, fast)
-        shutil.rmtree(tmp / "build")
-        return proc
-
-    monkeypatch.setattr(roundtrip, "_nbgrader_autograde", vanish)
-    with pytest.raises(RuntimeError, match="could not open the gradebook of the scratch course"):
-        grading.autograde(NAME, {"s": root / "solutions" / NAME / f"{NAME}.ipynb"}, root)

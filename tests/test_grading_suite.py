@@ -7,18 +7,30 @@ every ``a*.py`` there is discovered. All cases of one assignment are graded in O
 one ``nbgrader autograde`` call; the assignments are separate tests (``pytest -n 2`` runs them side
 by side). Each batch also holds a broken notebook and a renamed one: they score 0, are reported, and
 do not stop the batch.
+
+``tests/grading_cases/cheats.py`` generates one cheat of every kind for every assignment: they are
+graded in a batch of their own per assignment, and the denial-of-service ones (an infinite loop, a fork
+bomb) in another with a short time limit. A class of 30 with hostile students in it goes through
+``batch.grade`` with two workers.
 """
 from __future__ import annotations
 
+import csv
+import html
 import importlib
-import sys
 import json
+import re
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from course_lib import grading
+from course_lib.grading import cells as C
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grading_cases import cheats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE_FILES = sorted((ROOT / "tests" / "grading_cases").glob("a*.py"))
@@ -66,14 +78,16 @@ def build_submission(assignment: str, case, out: Path) -> Path:
     return out
 
 
-def grade_cases(assignment: str, cases, extra: dict[str, Path] | None = None):
-    """Autograde every case of ``assignment`` (and ``extra`` raw submissions) in one batch."""
+def grade_cases(assignment: str, cases, extra: dict[str, Path] | None = None, timeout: float | None = None,
+                workers: int = 1):
+    """Autograde every case of ``assignment`` (and ``extra`` raw submissions) in one batch
+    (``timeout``: seconds per cell, default the grader's)."""
     with tempfile.TemporaryDirectory(prefix=f"suite-{assignment}-") as d:
         subs = {}
         for i, case in enumerate(cases):
             subs[f"case{i:02d}"] = build_submission(assignment, case, Path(d) / f"case{i:02d}")
         subs.update(extra or {})
-        return grading.autograde(assignment, subs, ROOT)
+        return grading.autograde(assignment, subs, ROOT, workers=workers, timeout=timeout)
 
 
 def _broken_and_renamed(assignment: str, d: Path) -> dict[str, Path]:
@@ -96,6 +110,8 @@ def check(case, rep) -> list[str]:
         errs.append(f"score {got}/{full}, expected at most {case.at_most}")
     if case.score is None and case.at_most is None and abs(got - full) > 1e-9:
         errs.append(f"score {got}/{full}, expected full marks")
+    if case.base in ("solution", "release") and not case.edits and rep.status != "ok":
+        errs.append(f"the untouched {case.base} is flagged {rep.status}: {rep.note}")
     for gid, pts in case.parts.items():
         if gid not in rep.parts:
             errs.append(f"no graded cell {gid!r}")
@@ -136,4 +152,143 @@ def test_every_submission_gets_the_score_it_deserves(path, tmp_path):
         rep = reports[student]
         if rep.score != 0 or not rep.problem:
             problems.append(f"{student}: {rep.score}/{rep.max_score}, problem {rep.problem!r}")
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------- cheats of every kind, on every assignment
+
+ASSIGNMENTS = [p.stem for p in CASE_FILES]
+
+
+def _answer_cells(assignment: str) -> dict[str, str]:
+    nb = json.loads(_notebook(assignment, "solution").read_text(encoding="utf-8"))
+    return {C.grade_id(c): C.source(c) for c in nb["cells"] if C.grade_id(c) and C.kind(c) == "answer"}
+
+
+def test_every_assignment_has_a_cheat_spec_that_matches_its_notebook():
+    """The spec table of ``cheats.py`` names real answer cells, functions, values and library references
+    (forbidden in the notebook), and its cheated part has graded parts before it."""
+    assert set(cheats.SPECS) >= set(grading.assignments(ROOT))
+    for a, spec in cheats.SPECS.items():
+        answers = _answer_cells(a)
+        for gid in (spec.answer, spec.values, spec.ref_answer):
+            assert gid in answers, f"{a}: {gid} is not an answer cell"
+            assert cheats.tests_of(a, gid), f"{a}: no test cell grades {gid}"
+        assert f"def {spec.function}(" in answers[spec.answer], f"{a}: {spec.answer} does not define {spec.function}"
+        assert cheats.tests_before(a, spec.answer), f"{a}: {spec.answer} is the first graded part"
+        for name in spec.names:
+            assert re.search(rf"^\s*{name}\s*=", answers[spec.values], re.M), f"{a}: {spec.values} does not bind {name}"
+        mod = importlib.import_module(f"course_lib.{spec.ref_module}")
+        assert callable(getattr(mod, spec.ref_name)), f"{a}: no course_lib.{spec.ref_module}.{spec.ref_name}"
+        forbidden = C.load(_notebook(a, "solution"))["metadata"]["course"]["forbidden"]
+        full = f"course_lib.{spec.ref_module}.{spec.ref_name}"
+        assert any(full == f or full.startswith(f + ".") for f in forbidden), f"{a}: {full} is not forbidden"
+
+
+def _problems(cases, reports) -> list[str]:
+    out = []
+    for i, case in enumerate(cases):
+        rep = reports[f"case{i:02d}"]
+        for e in check(case, rep):
+            out.append(f"{case.name}: {e} (parts {rep.parts}; {rep.status}: {rep.problem})")
+    return out
+
+
+@pytest.mark.nbgrader
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_cheats_of_every_kind_get_the_score_they_deserve(assignment):
+    """One cheat of every kind (``cheats.GENERATORS``) on this assignment, autograded in one batch: the
+    cheated part scores 0, the parts before it keep their points, the total is at most what the honest
+    parts earn (a huge output: full marks; killing the grader: only the earlier parts)."""
+    cases = [c for c in cheats.cases(assignment) if c.timeout is None]
+    problems = _problems(cases, grade_cases(assignment, cases))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.nbgrader
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_denial_of_service_ends_at_the_time_limit_and_earlier_parts_keep_their_points(assignment):
+    """An infinite loop and a fork bomb (where processes are capped) in one part, graded with a short
+    time limit: they end at the limit, the parts before keep their points, the rest score 0."""
+    cases = [c for c in cheats.cases(assignment) if c.timeout is not None]
+    if not cases:
+        pytest.skip("no denial-of-service case can run here")
+    timeout = max(c.timeout for c in cases)
+    problems = _problems(cases, grade_cases(assignment, cases, timeout=timeout, workers=2))
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------- a class with hostile students
+
+def _hidden_lines(assignment: str) -> list[str]:
+    """Lines of the hidden tests that appear nowhere in the release (what feedback must not show)."""
+    src = C.load(_notebook(assignment, "solution"))
+    release = _notebook(assignment, "release").read_text(encoding="utf-8")
+    out = []
+    for c in src["cells"]:
+        _, hidden = C.split_hidden(C.source(c))
+        for line in hidden.splitlines():
+            line = " ".join(line.split())
+            if len(line) >= 12 and not line.startswith("#") and line not in " ".join(release.split()):
+                out.append(line)
+    return out
+
+
+@pytest.mark.nbgrader
+def test_a_class_of_30_with_hostile_students_is_graded_right(tmp_path):
+    """30 submissions of a00_metrics through ``batch.grade`` with 2 workers and a short time limit:
+    solutions, blanks, a plausible bug, different correct answers, and hostile students (a killer of
+    its parent, a fork bomb, an infinite loop, a huge output, a memory hog, the answer key read from
+    disk, always-equal values, the forbidden reference by getattr). The run completes; everyone gets
+    the score they deserve; both CSVs have a row per student; no feedback shows a hidden test."""
+    from course_lib.grading import batch
+    a = "a00_metrics"
+    own = {c.name: c for c in _cases(ROOT / "tests" / "grading_cases" / f"{a}.py")}
+    honest = [own["solution"]] * 10 + [own["blank"]] * 6
+    honest += [c for n, c in own.items() if n.startswith(("bug", "different"))] * 3
+    by_kind = {g.__name__: g for g in cheats.GENERATORS}
+    spec = cheats.SPECS[a]
+    hostile = []
+    for kind in ("kill_the_grader", "fork_bomb", "infinite_loop", "huge_output", "memory_hog",
+                 "answer_key_from_disk", "always_equal_values", "forbidden_via_getattr"):
+        made = by_kind[kind](spec)
+        hostile.extend(made if isinstance(made, list) else [made])
+    cases = (honest + hostile)[:30]
+    cases += [own["solution"]] * (30 - len(cases))
+    subs = tmp_path / "submissions"
+    names = {}
+    for i, case in enumerate(cases):
+        student = f"s{i:02d}"
+        names[student] = case
+        build_submission(a, case, subs / student)
+    out = tmp_path / "out"
+    graded = batch.grade(a, subs, out, workers=2, timeout=cheats.DOS_TIMEOUT_S, root=ROOT)
+
+    problems = []
+    reports = {r.student: r for r in graded}
+    assert set(reports) == set(names), sorted(set(names) ^ set(reports))
+    for student, case in names.items():
+        for e in check(case, reports[student]):
+            problems.append(f"{student} ({case.name}): {e} ({reports[student].status}: {reports[student].problem})")
+    for f in ("grades.csv", "grades_lms.csv"):
+        with open(out / f, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))[1:]
+        if sorted(r[0] for r in rows) != sorted(names):
+            problems.append(f"{f}: rows for {sorted(r[0] for r in rows)}")
+    hidden = _hidden_lines(a)
+    assert hidden, "a00_metrics has hidden tests to look for"
+    for student in names:
+        fb = out / "feedback" / f"{student}.html"
+        if not fb.exists():
+            problems.append(f"{student}: no feedback file")
+            continue
+        raw = fb.read_text(encoding="utf-8")
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", raw)).split())
+        if "BEGIN HIDDEN TESTS" in raw or "BEGIN HIDDEN TESTS" in text:
+            problems.append(f"{student}: the feedback shows a hidden-test marker")
+        shown = [line for line in hidden if line in text]
+        if shown:
+            problems.append(f"{student}: the feedback shows hidden test code {shown[:2]}")
+        if len(raw) > 2_000_000:
+            problems.append(f"{student}: feedback of {len(raw)} bytes")
     assert not problems, "\n".join(problems)

@@ -219,10 +219,16 @@ def grade(name: str, submissions_dir: Path, out_dir: Path, workers: int | None =
                                             encoding="utf-8")
         exported = {}
         if todo:
+            for s in todo:
+                nbgrader_io.dedupe_cells(course / "build" / "nbgrader" / "submitted" / s / name / nb_name)
             extra = {nbgrader_io.RESULTS_ENV: str(results_dir)}
-            nbgrader_io.run_nbgrader(["autograde", name, "--force"], course, fast, extra_env=extra,
-                                     log=logs / "nbgrader.log")
-            exported = nbgrader_io.export_parts(course)
+            try:
+                nbgrader_io.run_nbgrader(["autograde", name, "--force"], course, fast, extra_env=extra,
+                                         log=logs / "nbgrader.log")
+            except RuntimeError as exc:   # one notebook nbgrader refuses must not stop the class
+                (logs / "autograde-error.txt").write_text(str(exc), encoding="utf-8")
+            graded = {s for s in todo if (course / "build" / "nbgrader" / "autograded" / s / name / nb_name).exists()}
+            exported = {s: d for s, d in nbgrader_io.export_parts(course).items() if s in graded}
             try:
                 nbgrader_io.run_nbgrader(["generate_feedback", name, "--force"], course, log=logs / "nbgrader.log")
             except RuntimeError as exc:

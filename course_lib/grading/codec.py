@@ -94,6 +94,8 @@ def encode(obj, classes=None, depth: int = 0, handle=None):
         return {"$generator": nxt(obj.get_state())}
     if t in (torch.Tensor, torch.nn.Parameter):
         x = obj.detach()
+        if x.is_meta:
+            raise Unencodable("a tensor on the meta device has no values")
         if x.layout != torch.strided:
             x = x.to_dense()
         dt = str(x.dtype).removeprefix("torch.")

@@ -296,7 +296,8 @@ def _check_late(subs: dict[str, Submission], due: datetime | None) -> None:
 def _check_assignment(name: str, course: Path, subs: dict[str, Submission], nb_name: str, root: Path) -> None:
     """A notebook without the assignment's answer cells is another assignment's (or no graded
     notebook at all): flagged, not graded."""
-    ids = lambda path: {C.grade_id(c) for c in C.load(path)["cells"] if C.meta(c)}    # noqa: E731
+    ids = lambda path: {C.grade_id(c) for c in C.load(path)["cells"]           # noqa: E731
+                        if C.meta(c) and C.kind(c) in ("answer", "test")}
     want = ids(Path(course) / "solutions" / name / nb_name)
     for student, sub in subs.items():
         if not sub.graded:

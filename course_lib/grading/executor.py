@@ -142,7 +142,11 @@ class Runner:
         every = list(args) + list(kwargs.values())
         for obj, new in zip(every, reply.get("sync") or []):
             if new is not None:
-                _sync(obj, self.decode(new, remote._label))
+                try:
+                    _sync(obj, self.decode(new, remote._label))
+                except (codec.Malformed, ValueError, TypeError, KeyError, RuntimeError) as exc:
+                    raise RuntimeError(f"what your {remote._label} did to its arguments could not be read back: "
+                                       f"{exc}") from None
         value = reply.get("value")
         if isinstance(value, dict) and "$arg" in value:
             return every[int(value["$arg"])]
@@ -194,6 +198,10 @@ class Runner:
     def _given_reply(self, label: str) -> None:
         reply = self.sb.receive(f"the given cell {label}")
         self._given_failed = not reply.get("ok")
+        if self._given_failed:
+            e = reply.get("error") or {}
+            self.notes.append(f"given cell {label} did not run completely in the sandbox "
+                              f"({e.get('type', 'Error')}: {str(e.get('evalue', ''))[:200]}); its values were sent there")
 
     def _ship(self, names: list[str], label: str) -> None:
         """A given cell failed in the sandbox (it needs library code the sandbox lacks): send the values
@@ -205,7 +213,7 @@ class Runner:
                 continue
             try:
                 values[k] = self.encode(v)
-            except codec.Unencodable:
+            except Exception:  # noqa: BLE001 - Unencodable or a value that cannot be read: not sent
                 continue
         try:
             reply = self.sb.request({"op": "bind", "values": values}, f"the given cell {label}")
@@ -271,6 +279,8 @@ class Runner:
             hidden_failed = err is not None
         if err is not None:
             message = _test_message(err, hidden_failed, self.dead_reason)
+            if isinstance(err, NameError) and self.dead_reason:
+                message = f"Not run: your code stopped earlier ({self.dead_reason})."
         self.cells.append({"grade_id": gid, "kind": "test", "points": points, "passed": err is None,
                            "stdout": printed, "error": message})
 
@@ -294,7 +304,9 @@ def _sync(obj, new) -> None:
     """Give ``obj`` the state the student's call left in its copy ``new`` (in-place changes)."""
     import numpy as np
     import torch
-    if isinstance(obj, torch.Tensor) and isinstance(new, torch.Tensor):
+    if isinstance(obj, torch.Generator) and isinstance(new, torch.Generator):
+        obj.set_state(new.get_state())
+    elif isinstance(obj, torch.Tensor) and isinstance(new, torch.Tensor):
         with torch.no_grad():
             if obj.shape == new.shape and obj.dtype == new.dtype:
                 obj.copy_(new)
@@ -313,6 +325,10 @@ def _sync(obj, new) -> None:
 
 
 def _error_text(err: BaseException) -> str:
+    if isinstance(err, SandboxError):
+        return f"Your code could not be run: {err.reason}."
+    if getattr(err, "_course_student", None):
+        return err._course_student
     return "".join(traceback.format_exception_only(type(err), err)).strip()[-1500:]
 
 

@@ -15,8 +15,8 @@ import pkgutil
 import sys
 import types
 
-_MESSAGE = ("{name} is the course library's reference for what this assignment asks you to write; it is "
-            "not available while your notebook is graded. Write your own.")
+_MESSAGE = ("{name} is not available while your notebook is graded: this assignment asks you to write "
+            "what it does yourself.")
 
 
 def _stub(name: str, fn: types.FunctionType):
@@ -67,6 +67,17 @@ def install(names) -> list[str]:
     done, seen = [], set()
     for name in names:
         obj = _resolve(name)
+        if callable(obj) and not isinstance(obj, (types.FunctionType, type, types.ModuleType)):
+            # a built-in or C-level callable (numpy's dispatchers, torch ops): its code cannot be swapped,
+            # so the name is replaced in its module and everywhere a loaded module holds the same object
+            stub = types.FunctionType(_stub(name, None), {})
+            for m in list(sys.modules.values()):
+                d = getattr(m, "__dict__", None)
+                for k, v in list((d or {}).items()):
+                    if v is obj:
+                        d[k] = stub
+            done.append(name)
+            continue
         found = _module_functions(obj, seen) if isinstance(obj, types.ModuleType) else _functions(obj, name, seen)
         for dotted, fn in found:
             try:
@@ -79,6 +90,9 @@ def install(names) -> list[str]:
                         if v is fn:
                             d[k] = stub
             done.append(dotted)
+    missing = [n for n in names if not any(d == n or d.startswith(n + ".") for d in done)]
+    if missing:
+        raise ValueError(f"forbidden names that cover no Python function: {missing}")
     return done
 
 

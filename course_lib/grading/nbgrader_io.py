@@ -86,6 +86,27 @@ def add_release_files(release: Path, dest: Path) -> None:
                 shutil.copy(f, target)
 
 
+def dedupe_cells(path: Path) -> int:
+    """Drop the second and later copies of a cell whose nbgrader grade_id repeats (a copy-pasted answer
+    cell: nbgrader refuses such a notebook; the executor uses the first copy too). Returns how many."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    seen, keep = set(), []
+    for cell in nb.get("cells", []):
+        gid = C.grade_id(cell)
+        if gid and gid in seen:
+            continue
+        seen.add(gid)
+        keep.append(cell)
+    dropped = len(nb.get("cells", [])) - len(keep)
+    if dropped:
+        nb["cells"] = keep
+        Path(path).write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    return dropped
+
+
 # ----------------------------------------------------------------- results into nbgrader's notebook
 
 def outputs_for(rec: dict) -> list[dict]:

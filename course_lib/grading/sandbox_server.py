@@ -118,7 +118,7 @@ class Server:
         import torch
         mod = cls.__module__ or ""
         return (issubclass(cls, torch.nn.Module) and mod.startswith("torch.nn")) or mod.startswith("course_lib.") \
-            or (mod == "__main__" and cls.__qualname__ in getattr(sys.modules[__name__], "_GIVEN_CLASSES", ()))
+            or (mod == "__main__" and cls.__qualname__ in _GIVEN_CLASSES)
 
     def _handle(self, obj) -> dict:
         key = len(self.handles) + 1
@@ -201,7 +201,7 @@ class Server:
             return {"callable": True}
         try:
             return {"value": codec.encode(v, self._travels)}
-        except codec.Unencodable:
+        except Exception:  # noqa: BLE001 - Unencodable, or a value whose encoding fails: a handle
             return {"object": type(v).__qualname__[:100]}
 
     def op_call(self, req: dict) -> dict:
@@ -214,7 +214,7 @@ class Server:
                               args + list(kwargs.values())):
             try:
                 enc = codec.encode(now, self._travels)
-            except codec.Unencodable:
+            except Exception:  # noqa: BLE001 - nothing to send back for this argument
                 enc = None
             sync.append(None if enc == given else enc)
         every = args + list(kwargs.values())

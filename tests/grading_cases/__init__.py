@@ -11,6 +11,10 @@ autograded end to end with nbgrader; the suite asserts its score.
          at_most=0, parts={"part_a_tests": 0})
     Case("bug: wrong slice", edits={"part_b_answer": "..."}, score=8)
 
+``timeout`` (seconds per cell) marks a denial-of-service case (an infinite loop, a fork bomb): the suite
+grades such cases in a batch of their own with that limit. ``cheats.py`` generates one cheat of every
+kind for every assignment (see its doc).
+
 ``edits`` maps an nbgrader ``grade_id`` (of an answer cell: ``solution: true`` in its nbgrader
 metadata) to the cell's new source. ``score`` is the exact expected total (``None``: full marks
 when ``at_most`` is also None); ``at_most`` an upper bound (cheats); ``parts`` expected points of
@@ -36,6 +40,7 @@ class Case:
     at_most: float | None = None
     parts: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)   # extra files submitted next to the notebook
+    timeout: float | None = None                          # seconds per cell (DoS cases: graded apart)
 
 
 def solution_of(assignment: str, grade_id: str) -> str:

@@ -13,12 +13,15 @@ CASES = [
          edits={"part_a_solution": SOL["part_a_solution"],
                 "part_b_solution": STUB["part_b_solution"] + '\nget_ipython().ast_node_interactivity = "all"'},
          score=3, parts={"test_ridge_remove": 3}),
-    # (2) patching what the hidden test trusts: the library's estimator replaced by the student's fake
+    # (2) patching what the old hidden test trusted: the library's estimator replaced by the student's fake.
+    # Harmless now (tests run apart from the answer cells): Part B's fake scores 0, Parts A and C keep theirs.
     Case("cheat 2: course_lib.audit.epsilon_per_example replaced",
          edits={"part_b_solution": "import course_lib.audit\n"
                                    "course_lib.audit.epsilon_per_example = lambda a, b, delta=1e-5, **k: np.zeros(1)\n\n"
                                    "def epsilon_two_samples(scores_a, scores_b, delta=1e-5):\n    return 0.0\n"},
-         score=3, parts={"test_ridge_remove": 3, "test_epsilon_values": 0, "test_epsilon_properties": 0}),
+         score=5, parts={"test_ridge_remove": 3, "test_epsilon_values": 0, "test_epsilon_properties": 0,
+                         "test_part_c": 2}),
+    # patching the (removed) grader hook, with the library behind Part B: the library raises in the sandbox
     Case("cheat 2: no-op assert_own_code + library call",
          edits={"part_b_solution": "import course_lib.grading\n"
                                    "course_lib.grading.assert_own_code = lambda *a, **k: None\n"
@@ -27,13 +30,16 @@ CASES = [
                                    "    a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)\n"
                                    "    return float(audit.epsilon_per_example(a[:, None], b[:, None], delta=delta,"
                                    " confidence=None)[0])\n"},
-         score=3, parts={"test_epsilon_values": 0, "test_epsilon_properties": 0, "test_part_c": 0}),
-    # (3) rebinding the helper the visible test uses as its reference
+         score=5, parts={"test_ridge_remove": 3, "test_epsilon_values": 0, "test_epsilon_properties": 0,
+                         "test_part_c": 2}),
+    # (3) rebinding the helper the visible test uses as its reference: the tests keep the given ridge_state,
+    # so the fake Part A scores 0 and the honest Parts B and C keep their points
     Case("cheat 3: ridge_state redefined to agree with a fake",
          edits={"part_a_solution": "def ridge_remove(A_inv, b, X_f, Y_f):\n    return A_inv, b\n\n"
                                    "ridge_state = lambda X, Y, alpha: (np.eye(np.shape(X)[1]), np.zeros(np.shape(X)[1:]))\n"},
-         at_most=0),
-    # (4) the answer key in disguise: a default argument (Part A), a closure (Part B)
+         score=6, parts={"test_ridge_remove": 0}),
+    # (4) the answer key in disguise: a default argument (Part A), a closure (Part B); the library's code
+    # raises in the sandbox however it is reached, so both parts score 0
     Case("cheat 4: reference via default argument and closure",
          edits={"part_a_solution": "from course_lib.exact.ridge import woodbury_downdate\n\n"
                                    "def ridge_remove(A_inv, b, X_f, Y_f, _w=woodbury_downdate):\n"
@@ -47,12 +53,20 @@ CASES = [
                                    "        return float(f(a[:, None], b[:, None], delta=delta, confidence=None)[0])\n"
                                    "    return eps\n\nepsilon_two_samples = _make()\n"},
          score=2, parts={"test_ridge_remove": 0, "test_epsilon_values": 0, "test_epsilon_properties": 0}),
-    # the shortcut the text forbids: re-inverting the d x d matrix
-    Case("bug: re-inverts A (forbidden shortcut)",
+    # the shortcut the text forbids, re-inverting the d x d matrix: the right numbers, and the text says the
+    # tests do not check how they were computed (this rule is for a person reading the notebook)
+    Case("rule left to a person: re-inverts A",
          edits={"part_a_solution": "def ridge_remove(A_inv, b, X_f, Y_f):\n"
                                    "    X_f = np.atleast_2d(np.asarray(X_f, dtype=np.float64))\n"
                                    "    A = np.linalg.inv(A_inv) - X_f.T @ X_f\n"
                                    "    return np.linalg.inv(A), np.asarray(b, dtype=np.float64) - X_f.T @ np.asarray(Y_f, dtype=np.float64)\n"},
+         score=None),
+    # a plausible bug: modifying the given A_inv in place (the change comes back from the sandbox)
+    Case("bug: updates A_inv in place",
+         edits={"part_a_solution": SOL["part_a_solution"].replace(
+             "    A_inv_new = A_inv + AU @ np.linalg.solve(S, AU.T)\n",
+             "    A_inv_new = A_inv\n    A_inv_new += AU @ np.linalg.solve(S, AU.T)\n").replace(
+             "    A_inv = np.asarray(A_inv, dtype=np.float64)\n", "")},
          score=6, parts={"test_ridge_remove": 0}),
     # a plausible bug: only the attack "score > t => a" (one direction)
     Case("bug: one attack direction only",
@@ -85,4 +99,35 @@ CASES = [
                                    "            eps += list(vals[top > 0])\n"
                                    "    return float(max(eps))\n",
                 "part_c_solution": "N_MIN = 21\nANSWER_C2 = 'c'\n"}),
+    # correct, in other conventions: torch float64 tensors and an explicit inverse of the k x k matrix (allowed);
+    # pure Python loops with `max` as a variable name and `setattr`; a NumPy integer and a cudnn flag in Part C
+    Case("different: torch + k x k inverse, Python loops, `max` and setattr, numpy int",
+         edits={"part_a_solution": "def ridge_remove(A_inv, b, X_f, Y_f):\n"
+                                   "    M = torch.as_tensor(np.asarray(A_inv), dtype=torch.float64)\n"
+                                   "    U = torch.as_tensor(np.asarray(X_f), dtype=torch.float64).reshape(-1, M.shape[0])\n"
+                                   "    MU = M @ U.T\n"
+                                   "    K = torch.linalg.inv(torch.eye(U.shape[0], dtype=torch.float64) - U @ MU)\n"
+                                   "    b_new = torch.as_tensor(np.asarray(b), dtype=torch.float64) - U.T @ torch.as_tensor(\n"
+                                   "        np.asarray(Y_f), dtype=torch.float64).reshape(U.shape[0], *np.shape(b)[1:])\n"
+                                   "    return M + MU @ K @ MU.T, b_new\n",
+                "part_b_solution": "import types\nsettings = types.SimpleNamespace()\nsetattr(settings, 'clamp', True)\n\n"
+                                   "def epsilon_two_samples(scores_a, scores_b, delta=1e-5):\n"
+                                   "    a, b = np.asarray(scores_a), np.asarray(scores_b)\n"
+                                   "    if a.ndim != 1 or b.ndim != 1 or a.size != b.size or a.size < 2:\n"
+                                   "        raise ValueError('two 1-D samples of one length >= 2')\n"
+                                   "    if not (np.isfinite(a).all() and np.isfinite(b).all()):\n"
+                                   "        raise ValueError('finite scores only')\n"
+                                   "    a, b = [float(v) for v in a], [float(v) for v in b]\n"
+                                   "    n = len(a)\n    max = 0.0\n"
+                                   "    for t in [-math.inf] + sorted(set(a + b)):\n"
+                                   "        for pos, neg in ((a, b), (b, a)):\n"
+                                   "            fpr = sum(1 for v in neg if v > t) / n\n"
+                                   "            fnr = sum(1 for v in pos if v <= t) / n\n"
+                                   "            for num, den in ((fpr, fnr), (fnr, fpr)):\n"
+                                   "                if settings.clamp and den < 1 / n:\n                    den = 1 / n\n"
+                                   "                if 1 - delta - num > 0 and math.log((1 - delta - num) / den) > max:\n"
+                                   "                    max = math.log((1 - delta - num) / den)\n"
+                                   "    return max\n",
+                "part_c_solution": "torch.backends.cudnn.deterministic = True\n"
+                                   "N_MIN = np.int64(21)\nANSWER_C2 = 'c'\n"}),
 ]

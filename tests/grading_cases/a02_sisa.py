@@ -27,27 +27,37 @@ CASES = [
          edits={"assign_rows": SOL["assign_rows"],
                 "retrain_shard": STUB["retrain_shard"] + '\nget_ipython().ast_node_interactivity = "all"'},
          score=1, parts={"test_assign_rows": 1}),
+    # patching the (removed) grader hook, with the library behind Part A1: the library raises in the sandbox
     Case("cheat 2: no-op assert_own_code + library call", base="release",
          edits={"assign_rows": "import course_lib.grading as g\ng.assert_own_code = lambda *a, **k: None\n"
                                "from course_lib.exact.sisa import assign\n\n"
                                "def assign_rows(ids, seed, n_shards, n_slices):\n"
                                "    return assign(ids, seed, n_shards, n_slices)\n"},
-         at_most=0),
-    # (3) the example: a never-training unlearn made green by redefining same_model
+         score=0),
+    # (3) the example: a never-training unlearn made green by redefining same_model; the tests keep
+    # the given same_model, so Part C scores 0 and the other parts keep their points
     Case("cheat 3: never re-trains + `same_model = lambda *a: True`",
          edits={"unlearn": NO_RETRAIN + "\nsame_model = lambda *a, **k: True\n"},
-         score=5, parts={"test_retrain_shard": 3, "test_unlearn": 0}),
-    # (4) a function object of the library copied whole
+         score=8, parts={"test_retrain_shard": 3, "test_unlearn": 0, "test_expected_cost": 2, "test_answer_e": 1}),
+    # (4) a function object of the library copied whole: it raises in the sandbox, and MiniSISA.fit needs
+    # Part A1, so Parts B and C cannot run either (A2, D and E keep their points)
     Case("cheat 4: assign_rows = sisa.assign (copied whole)",
          edits={"assign_rows": "from course_lib.exact import sisa\nassign_rows = sisa.assign\n"},
-         score=11, parts={"test_assign_rows": 0, "test_unlearn": 4}),
+         score=4, parts={"test_assign_rows": 0, "test_slice_share": 1, "test_retrain_shard": 0, "test_unlearn": 0,
+                         "test_expected_cost": 2, "test_answer_e": 1}),
     # plausible bugs the old tests let through
     Case("bug: slice of the last id in the shard, not the earliest",
          edits={"unlearn": SOL["unlearn"].replace("start[s] = min(r, start.get(s, r))", "start[s] = r")},
          score=8, parts={"test_unlearn": 0}),
     Case("bug: ids used as positions",
          edits={"unlearn": SOL["unlearn"].replace("pos = model.positions(ids)", "pos = ids")},
-         at_most=8, parts={"test_unlearn": 0}),
+         score=8, parts={"test_unlearn": 0}),
+    # resuming from the checkpoint itself, not a copy: the final weights are right, but the checkpoint the
+    # shard resumed from is trained over (caught by Part B's hidden test through the model copied back)
+    Case("bug: resumes from the checkpoint itself (no copy)",
+         edits={"retrain_shard": SOL["retrain_shard"].replace("copy_state(model.ckpt[(s, from_slice - 1)])",
+                                                              "model.ckpt[(s, from_slice - 1)]")},
+         score=9, parts={"test_retrain_shard": 0, "test_unlearn": 4}),
     Case("different: Python-int arithmetic, loops",
          edits={"assign_rows": "def assign_rows(ids, seed, n_shards, n_slices):\n"
                                "    for v in (n_shards, n_slices):\n"
@@ -76,4 +86,29 @@ CASES = [
                                  "        cost += k / total * sum(e * sum(sizes[:j + 1]) for j in range(r, len(sizes)))\n"
                                  "    return cost\n",
                 "answer_e": "answer_e = 'c'\n"}),
+    # correct, in other conventions: rows dropped by hand with setattr, `max` as a variable name, NumPy
+    # scalars, torch float64 for Part D, a reproducibility flag
+    Case("different: setattr drop, `max` as a name, numpy scalars, torch Part D",
+         edits={"slice_share": "SLICE0_SHARE = np.float64(1.0)\n",
+                "unlearn": "def unlearn(model, ids):\n"
+                           "    req = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1))\n"
+                           "    if req.numel() == 0 or torch.unique(req).numel() != req.numel():\n"
+                           "        raise ValueError('empty request or repeated id')\n"
+                           "    pos = model.positions(req)\n"
+                           "    max = {}   # the earliest affected slice of every shard\n"
+                           "    for s, r in zip(model.shard[pos].tolist(), model.slice[pos].tolist()):\n"
+                           "        max[s] = r if s not in max else (r if r < max[s] else max[s])\n"
+                           "    keep = torch.ones(len(model.ids), dtype=torch.bool)\n    keep[pos] = False\n"
+                           "    for name in ('ids', 'X', 'y', 'shard', 'slice'):\n"
+                           "        setattr(model, name, getattr(model, name)[keep])\n"
+                           "    total = np.int64(0)\n"
+                           "    for s in sorted(max):\n        total += retrain_shard(model, s, max[s])\n"
+                           "    return {'shards': sorted(max), 'from_slices': [max[s] for s in sorted(max)],"
+                           " 'samples': int(total)}\n",
+                "expected_cost": "torch.backends.cudnn.deterministic = True\n\n"
+                                 "def expected_cost(slice_rows, e):\n"
+                                 "    n = torch.as_tensor(np.asarray(slice_rows), dtype=torch.float64)\n"
+                                 "    union = torch.cumsum(n, 0)\n"
+                                 "    tail = torch.flip(torch.cumsum(torch.flip(union, [0]), 0), [0])\n"
+                                 "    return (e * (n * tail).sum() / n.sum()).item()\n"}),
 ]

@@ -25,16 +25,19 @@ CASES = [
          edits={"init_keys": SOL["init_keys"],
                 "activate": STUB["activate"] + '\nget_ipython().ast_node_interactivity = "all"'},
          score=2, parts={"test_init_keys": 2}),
+    # an input transformer only changes the sandbox's shell (the tests run elsewhere); the library raises there
     Case("cheat 2: input transformer that blanks tests + library call", base="release",
          edits={"init_keys": "get_ipython().input_transformers_cleanup.append("
                              "lambda lines: [] if any('assert' in l for l in lines) else lines)\n"
                              "from course_lib.exact.legonet import sample_keys as init_keys\n"},
-         at_most=0),
-    # (3) the class: rebinding a helper the tests call (here: the adapter trainer)
+         score=0),
+    # (3) the class: rebinding a helper the tests call (here: the adapter trainer); the tests keep
+    # the given train_adapter, so Part D scores 0 and the other parts keep their points
     Case("cheat 3: never re-trains + `train_adapter` redefined",
          edits={"unlearn_step": NO_RETRAIN + "\ntrain_adapter = lambda *a, **k: None\n"},
-         score=8, parts={"test_build_sets": 2, "test_unlearn_step": 0, "test_answer_e": 0}),
-    # (4) the library's function object copied whole
+         score=10, parts={"test_build_sets": 2, "test_unlearn_step": 0, "test_answer_e": 2}),
+    # (4) the library's function object copied whole: it raises in the sandbox; fit_state needs activate,
+    # so Part D cannot run either
     Case("cheat 4: activate = nearest_keys (copied whole)",
          edits={"activate": "from course_lib.exact.legonet import nearest_keys\nactivate = nearest_keys\n"},
          score=7, parts={"test_activate": 0, "test_unlearn_step": 0}),
@@ -80,5 +83,43 @@ CASES = [
                                 "        state['adapters'][j] = train_adapter(*rows_of(state, state['members'][j]), j, state['seed'])\n"
                                 "        total += int(state['members'][j].numel())\n"
                                 "    return {'adapters': hit, 'samples': total}\n",
+                "answer_e": "answer_e = 'a'\n"}),
+    # correct, in other conventions: keys from an argsort of uniforms and in-place noise, activation by a
+    # Python sort per row, sets via setattr on a namespace, Part D in NumPy with new lists (not in place)
+    # and `max` as a variable name
+    Case("different: argsort draw, Python sort, setattr, NumPy Part D building new lists",
+         edits={"init_keys": "def init_keys(E, n, noise_std, generator):\n    N = E.shape[0]\n"
+                             "    if not 1 <= n <= N or noise_std < 0:\n        raise ValueError('bad n or noise_std')\n"
+                             "    rows = torch.rand(N, generator=generator).argsort()[:n]\n"
+                             "    keys = E[rows].clone()\n"
+                             "    keys += torch.normal(0.0, float(noise_std), size=tuple(keys.shape), generator=generator)\n"
+                             "    return keys, rows\n",
+                "p_key_row": "P_KEY_ROW = 3 / 100\n",
+                "activate": "def activate(E, keys, k):\n    n = len(keys)\n"
+                            "    if not 1 <= k <= n:\n        raise ValueError('k out of range')\n"
+                            "    out = []\n    for e in E.double():\n"
+                            "        d2 = ((keys.double() - e) ** 2).sum(1).tolist()\n"
+                            "        out.append(sorted(range(n), key=lambda j: (d2[j], j))[:k])\n"
+                            "    return torch.tensor(out, dtype=torch.int64).reshape(len(E), k)\n",
+                "build_sets": "import types\nopts = types.SimpleNamespace()\nsetattr(opts, 'dtype', torch.int64)\n\n"
+                              "def build_sets(act, ids, n):\n"
+                              "    return [ids[(act == j).any(dim=1)].to(getattr(opts, 'dtype')) for j in range(n)]\n",
+                "unlearn_step": "def unlearn_step(state, forget_ids):\n"
+                                "    f = np.asarray(forget_ids, dtype=np.int64).reshape(-1)\n"
+                                "    have = state['ids'].numpy()\n"
+                                "    if f.size == 0 or np.unique(f).size != f.size or not np.isin(f, have).all():\n"
+                                "        raise ValueError('bad request')\n"
+                                "    forget = torch.from_numpy(f)\n"
+                                "    pos = torch.from_numpy(np.searchsorted(have, f))\n"
+                                "    hit = sorted(set(activate(state['E'][pos], state['keys'], state['k']).reshape(-1).tolist()))\n"
+                                "    keep = torch.from_numpy(~np.isin(have, f))\n"
+                                "    state.update(E=state['E'][keep], y=state['y'][keep], ids=state['ids'][keep])\n"
+                                "    members = [m[~torch.isin(m, forget)] if j in hit else m\n"
+                                "               for j, m in enumerate(state['members'])]\n"
+                                "    adapters = [train_adapter(*rows_of(state, members[j]), j, state['seed']) if j in hit else a\n"
+                                "                for j, a in enumerate(state['adapters'])]\n"
+                                "    state['members'], state['adapters'] = members, adapters\n"
+                                "    max = 0\n    for j in hit:\n        max += len(members[j])\n"
+                                "    return {'adapters': hit, 'samples': max}\n",
                 "answer_e": "answer_e = 'a'\n"}),
 ]

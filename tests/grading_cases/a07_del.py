@@ -1,4 +1,12 @@
-"""Synthetic submissions for assignment a07_del (DEL: unit criticality, budgeted masks, random control)."""
+"""Synthetic submissions of a07_del (13 points: A 4, B 4, C 3, D 2): unit criticality, budgeted masks,
+random control.
+
+Answer cells run in the sandbox and tests in the trusted process (course_lib/grading/executor.py):
+tricks that used to target the grader change nothing the tests use, so each case scores exactly what
+its answers deserve. The library's reference code (course_lib.masks, course_lib.unlearn) raises
+NotImplementedError in the sandbox: a part built on it scores 0 (and so does Part C, whose tests build
+their mask with the student's budget_mask).
+"""
 from . import Case, solution_of
 
 A = "unit_criticality"
@@ -70,17 +78,77 @@ VECTOR_B = '''def budget_mask(model, units, scores, budget):
             mask[n] = part.view(-1, *([1] * (p.ndim - 1))).expand_as(p).clone()
     return mask'''
 
+# correct but different: a global variable named max in Part A's cell (the tests use Python's max), and
+# a criticality that does without the built-in
+MAX_A = '''def unit_criticality(model, forget, units, criterion="weighted_grad", top_fraction=0.1):
+    """Mean of each unit's top-k scores, k = floor(top_fraction * unit size), at least 1."""
+    if criterion not in ("grad", "weighted_grad"):
+        raise ValueError(f"unknown criterion {criterion!r}")
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must lie in (0, 1], got {top_fraction!r}")
+    model.eval()
+    names = [n for _, nm in units for n in nm]
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(F.cross_entropy(model(forget[0]), forget[1]), [params[n] for n in names])
+    grad_of = dict(zip(names, grads))
+    out = []
+    for _, nm in units:
+        rows = params[nm[0]].shape[0]
+        score = torch.cat([(grad_of[n] if criterion == "grad" else params[n] * grad_of[n]).abs().detach().reshape(rows, -1)
+                           for n in nm], dim=1)
+        k = int(top_fraction * score.shape[1] // 1)
+        if k < 1:
+            k = 1
+        out.append(score.sort(dim=1, descending=True).values[:, :k].mean(dim=1))
+    return out
+
+
+crit = unit_criticality(net, forget, UNITS)
+max = float(torch.cat(crit).amax())      # the largest criticality, to look at
+print(f"largest unit criticality: {max:.3e}")'''
+
+# correct but different: `max` as a local name (the allowed count) in Part B and as a global in Part D
+MAX_B = SOL_B.replace("allowed = math.floor(", "max = math.floor(").replace(
+    "if used + size > allowed:", "if used + size > max:")
+MAX_D = """max = math.floor(0.25 * 1000)     # parameters the budget allows
+opened = 0
+for size in (120, 90, 300, 20, 20, 10):
+    if opened + size > max:
+        break
+    opened += size
+answer_d = opened"""
+
+# correct but different: scores left attached to the autograd graph (no detach), and a warning printed by
+# the student's own cell (float() of such a tensor); the tests ignore warnings, so this scores full
+UNDETACHED_A = SOL_A.replace("cols.append(s.detach().reshape(n_units, -1))", "cols.append(s.reshape(n_units, -1))") + '''
+
+
+crit = unit_criticality(net, forget, UNITS)
+print("criticality of unit 3 of c2:", float(crit[1][3]))      # UserWarning: requires_grad tensor to a scalar'''
+
 CASES = [
     Case("solution"),
     Case("blank", base="release", score=0),
+    # (1) one part solved, the interactivity tip on a stub: B scores nothing, nor C (its tests use budget_mask)
     Case("cheat: interactivity", base="release",
          edits={A: SOL_A, B: STUB_B + "\nget_ipython().ast_node_interactivity = 'all'"},
-         at_most=4, parts={"test_budget_mask": 0}),
+         score=4, parts={"test_unit_criticality": 4, "test_budget_mask": 0, "test_random_control": 0}),
+    # (2) the grader patched, then the library: localization raises in the sandbox
     Case("cheat: patched grader + library call", base="release", edits={B: PATCH_GRADER_B},
-         at_most=0, parts={"test_budget_mask": 0}),
-    Case("cheat: rebinding math.floor", edits={B: REBIND_HELPER}, at_most=9, parts={"test_budget_mask": 0}),
+         score=0, parts={"test_budget_mask": 0}),
+    # (3) math.floor rebound: only in the sandbox, where it breaks the student's own unit_criticality (it
+    #     floors k) from then on; B (opens everything) and C (calls unit_criticality) score 0, A was tested before
+    Case("cheat: rebinding math.floor", edits={B: REBIND_HELPER}, score=6,
+         parts={"test_unit_criticality": 4, "test_budget_mask": 0, "test_random_control": 0}),
+    # (4) the library through importlib and a default argument: raises in the sandbox (B, and C built on it)
     Case("cheat: library through importlib default argument", edits={B: DISGUISED_B},
-         at_most=9, parts={"test_budget_mask": 0}),
+         score=6, parts={"test_budget_mask": 0, "test_random_control": 0}),
+    # plausible bug; correct but different answers
     Case("bug: greedy knapsack instead of a prefix", edits={B: GREEDY_B}, score=9, parts={"test_budget_mask": 0}),
     Case("different but correct: sort + cumsum", edits={B: VECTOR_B}, score=13),
+    Case("different but correct: a global variable named max (Part A's cell)", edits={A: MAX_A}, score=13),
+    Case("different but correct: criticality not detached, a warning in the answer cell", edits={A: UNDETACHED_A},
+         score=13),
+    Case("different but correct: max as a local (Part B) and a global (Part D) name",
+         edits={B: MAX_B, "answer_d": MAX_D}, score=13),
 ]
