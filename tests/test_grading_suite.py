@@ -221,15 +221,16 @@ def test_denial_of_service_ends_at_the_time_limit_and_earlier_parts_keep_their_p
 # ----------------------------------------------------------------- a class with hostile students
 
 def _hidden_lines(assignment: str) -> list[str]:
-    """Lines of the hidden tests that appear nowhere in the release (what feedback must not show)."""
+    """Lines of the hidden tests that appear nowhere else (not in the release, not in any visible part of
+    the solution notebook, whose answers a student may well have written): what feedback must not show."""
     src = C.load(_notebook(assignment, "solution"))
-    release = _notebook(assignment, "release").read_text(encoding="utf-8")
+    visible = " ".join(_notebook(assignment, "release").read_text(encoding="utf-8").split())
+    visible += " ".join(" ".join(C.split_hidden(C.source(c))[0].split()) for c in src["cells"])
     out = []
     for c in src["cells"]:
-        _, hidden = C.split_hidden(C.source(c))
-        for line in hidden.splitlines():
+        for line in C.split_hidden(C.source(c))[1].splitlines():
             line = " ".join(line.split())
-            if len(line) >= 12 and not line.startswith("#") and line not in " ".join(release.split()):
+            if len(line) >= 12 and not line.startswith("#") and line not in visible:
                 out.append(line)
     return out
 

@@ -110,6 +110,8 @@ def encode(obj, classes=None, depth: int = 0, handle=None):
             out["param"] = bool(obj.requires_grad)
         elif obj.requires_grad:
             out["grad"] = True
+        if obj.grad is not None:
+            out["gradient"] = nxt(obj.grad)
         return out
     if classes is not None and isinstance(t, type) and classes(t):
         state = getattr(obj, "__dict__", None)
@@ -197,8 +199,15 @@ def decode(obj, classes=None, depth: int = 0, handle=None):
         else:
             x = torch.from_numpy(_array(obj, body))
         if "param" in obj:
-            return torch.nn.Parameter(x, requires_grad=bool(obj["param"]))
-        return x.requires_grad_() if obj.get("grad") else x
+            x = torch.nn.Parameter(x, requires_grad=bool(obj["param"]))
+        elif obj.get("grad"):
+            x = x.requires_grad_()
+        if "gradient" in obj:
+            g = nxt(obj["gradient"])
+            if type(g) is not torch.Tensor or g.shape != x.shape:
+                raise Malformed("a gradient must be a tensor of the parameter's shape")
+            x.grad = g
+        return x
     if tag == "$object":
         cls = classes(str(body)) if classes is not None else None
         if cls is None:

@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 import traceback
+import types
 from pathlib import Path
 
 from . import cells as C
@@ -80,7 +81,8 @@ class Runner:
     def __init__(self, sandbox: Sandbox, forbidden: list[str]):
         self.sb, self.forbidden = sandbox, forbidden
         self.ns: dict = {"__name__": "__main__", "__builtins__": builtins}
-        self.trusted_names: set[str] = set(self.ns)
+        # built-in names and every name the given and test cells bind keep the trusted value here
+        self.trusted_names: set[str] = set(self.ns) | set(dir(builtins))
         self.given_classes: set[str] = set()
         self.forbid_done = False
         self._given_failed = False
@@ -209,7 +211,7 @@ class Runner:
         values = {}
         for k in names:
             v = self.ns.get(k)
-            if isinstance(v, Remote) or callable(v):
+            if isinstance(v, (Remote, types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)):
                 continue
             try:
                 values[k] = self.encode(v)
@@ -254,11 +256,12 @@ class Runner:
             rec["error"] = f"{e.get('type', 'Error')}: {e.get('evalue', '')}"[:1500]
         for name, desc in (reply.get("names") or {}).items():
             name = str(name)
-            if not name.isidentifier():
+            if not name.isidentifier() or name.startswith("__"):
                 continue
             if name in self.trusted_names:
-                self.notes.append(f"answer cell {gid} rebinds {name}, which the given cells define: the tests keep "
-                                  "the given value")
+                if not hasattr(builtins, name):
+                    self.notes.append(f"answer cell {gid} rebinds {name}, which the given or test cells define: the "
+                                      "tests keep their value")
                 continue
             if isinstance(desc, dict) and "value" in desc:
                 try:
@@ -271,6 +274,7 @@ class Runner:
     def test(self, cell: dict, points: float) -> None:
         visible, hidden = C.split_hidden(C.source(cell))
         gid = C.grade_id(cell)
+        before = {k: id(v) for k, v in self.ns.items()}
         printed, err = self._exec_here(visible, f"test {gid}")
         message, hidden_failed = None, False
         if err is None and hidden.strip():
@@ -281,6 +285,9 @@ class Runner:
             message = _test_message(err, hidden_failed, self.dead_reason)
             if isinstance(err, NameError) and self.dead_reason:
                 message = f"Not run: your code stopped earlier ({self.dead_reason})."
+        for k, v in self.ns.items():         # what a test cell binds (an imported helper) is the tests' own
+            if before.get(k) != id(v) and not isinstance(v, Remote):
+                self.trusted_names.add(k)
         self.cells.append({"grade_id": gid, "kind": "test", "points": points, "passed": err is None,
                            "stdout": printed, "error": message})
 

@@ -132,7 +132,8 @@ CASES = [
         "    return out\n"
         "torch.equal = lambda a, b: True\n")},
          score=6, parts={"test_masked_rl": 0}),
-    # (4) the library's answer in disguise: function objects behind default arguments; they raise
+    # (4) the library's answer in disguise: function objects behind default arguments; they raise (with the
+    #     library filtered out of the sandbox, already the import of unlearn.baselines does)
     Case("cheat 4: train.fit(mask=) and random_other_labels through default arguments", edits={"masked_rl": (
         "from course_lib import train as _t\n"
         "from course_lib.unlearn.baselines import random_other_labels as _rol\n"
