@@ -189,10 +189,6 @@ def test_a_student_functions_result_arrives_as_plain_data(tmp_path):
         assert torch.allclose(m(x), x @ m.weight.T + m.bias, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (sandbox_server.Server._describe): an nn.Module is callable, so a model an answer cell binds at top level "
-    "is described as {'callable': True} and arrives as a Remote (isinstance(model, nn.Module) is False, "
-    "model.parameters() cannot be iterated) instead of being rebuilt from its weights"))
 def test_a_model_bound_by_an_answer_cell_arrives_rebuilt(tmp_path):
     cells = [given("import torch\n"), answer("a", "torch.manual_seed(0)\nmodel = torch.nn.Linear(2, 1)\n")]
     src, sub, work = notebooks(tmp_path, cells)
@@ -219,13 +215,6 @@ def test_arguments_changed_in_place_by_the_student_are_synced_back(tmp_path):
         assert torch.equal(t, torch.full((2,), 7.0)) and a.tolist() == [5, 5, 5] and l == [1] and d == {"x": 2}
 
 
-_GIVEN_CLASS_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG (sandbox_server.Server._travels): it reads _GIVEN_CLASSES from sys.modules['__main__'], which IPython's "
-    "InteractiveShell replaces by the student's namespace: objects of given-cell classes never travel (the tests "
-    "get a Remote handle) and in-place changes to them are not synced back"))
-
-
-@_GIVEN_CLASS_BUG
 def test_an_object_of_a_given_class_is_rebuilt_with_the_given_class(tmp_path):
     cells = [given("class Box:\n    def __init__(self, v):\n        self.v = v\n"),
              answer("a", "def make(n):\n    return Box(n)\n")]
@@ -238,7 +227,6 @@ def test_an_object_of_a_given_class_is_rebuilt_with_the_given_class(tmp_path):
         assert type(out) is runner.ns["Box"] and out.v == 3
 
 
-@_GIVEN_CLASS_BUG
 def test_a_given_class_object_changed_in_place_is_synced_back(tmp_path):
     cells = [given("class Box:\n    def __init__(self, v):\n        self.v = v\n"),
              answer("a", "def bump(box):\n    box.v += 1\n")]
@@ -253,7 +241,7 @@ def test_a_given_class_object_changed_in_place_is_synced_back(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG (executor.Runner.call / sandbox_server.op_call): a test that passes a given-cell object to the student's "
+    "KNOWN LIMITATION (executor.Runner.call / sandbox_server.op_call): a test that passes a given-cell object to the student's "
     "function gets the in-place change synced back on the trusted side only; the sandbox's own global of that name "
     "keeps the old value, so the student's later cells compute on other data than the tests (a Jupyter run shares "
     "one object)"))
@@ -295,10 +283,6 @@ def test_test_cells_pass_and_fail_as_they_should(tmp_path):
     assert "TypeError" in msgs["t_raises"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (executor._test_message): a hidden test's failure shows the student's own exception message "
-    "('A hidden test failed: ValueError in your function f: ...'), so a student can print the hidden tests' "
-    "inputs into the feedback; the brief says a hidden failure only says 'A hidden test failed (ExcType)'"))
 def test_a_hidden_test_cannot_be_exfiltrated_through_the_students_exception(tmp_path):
     res = grade(tmp_path, [
         answer("a", "def f(x):\n    raise ValueError(f'the hidden test called f({x!r})')\n"),
@@ -320,13 +304,6 @@ def test_the_given_cells_values_are_kept_whatever_the_student_rebinds(tmp_path):
     assert any("LIMIT" in n for n in res["notes"])
 
 
-_NAMESPACE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG (executor.Runner.answer): every name an answer cell binds is bound in the trusted namespace unless a GIVEN "
-    "cell bound it: a student's `abs`/`max`/`all` shadows the builtin the tests call, and a helper a TEST cell "
-    "defined is replaced for the later tests"))
-
-
-@_NAMESPACE_BUG
 def test_a_variable_named_like_a_builtin_does_not_break_the_tests(tmp_path):
     """The rules promise that any variable name is fine, `max` included."""
     res = grade(tmp_path, [answer("a", "max = 3\n\ndef f():\n    return 1\n"),
@@ -334,7 +311,6 @@ def test_a_variable_named_like_a_builtin_does_not_break_the_tests(tmp_path):
     assert_parts(res, {"t": 1})
 
 
-@_NAMESPACE_BUG
 def test_a_function_named_like_a_builtin_does_not_reach_the_tests(tmp_path):
     res = grade(tmp_path, [answer("a", "def abs(x):\n    return 0\n\ndef all(*a):\n    return True\n\n"
                                        "def f():\n    return 99\n"),
@@ -343,7 +319,6 @@ def test_a_function_named_like_a_builtin_does_not_reach_the_tests(tmp_path):
     assert_parts(res, {"t_abs": 0, "t_all": 0})
 
 
-@_NAMESPACE_BUG
 def test_a_helper_a_test_cell_defines_keeps_its_value_for_later_tests(tmp_path):
     res = grade(tmp_path, [check("t0", "def helper(x):\n    return x == 1\n"),
                            answer("a", "def helper(x):\n    return True\n\ndef f():\n    return 99\n"),
@@ -558,14 +533,14 @@ def test_a_loop_in_an_answer_cell_itself_times_out_too(tmp_path):
 
 
 def test_the_whole_notebook_limit_stops_many_slow_cells(tmp_path):
-    limits = Limits(cell_s=8, total_s=5)
+    limits = Limits(cell_s=15, total_s=10)
     res = run_warm(tmp_path, [
         given(_PREAMBLE),
         answer("a", "import time\ntime.sleep(1)\n\ndef f():\n    return 1\n"),
         check("t_a", "assert f() == 1\n"),
         answer("b", "time.sleep(1)\n\ndef g():\n    return 1\n"),
         check("t_b", "assert g() == 1\n"),
-        answer("c", "time.sleep(7)\n\ndef h():\n    return 1\n"),     # under the cell limit, over the total
+        answer("c", "time.sleep(14)\n\ndef h():\n    return 1\n"),    # under the cell limit, over the total
         check("t_c", "assert h() == 1\n"),
     ], limits)
     assert res["status"] == "timed out" and "whole notebook" in res["note"], _explain(res)
@@ -620,9 +595,6 @@ def test_patching_libraries_and_builtins_in_the_sandbox_does_not_reach_the_tests
     assert_parts(res, {"t_equal": 0, "t_allclose": 0, "t_numpy": 0, "t_abs": 0, "t_real": 1})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (sandbox_server.Server._describe): codec.encode raises RuntimeError for a conjugated complex view and "
-    "_describe only catches Unencodable, so op_exec fails and every name of the cell (its functions) is lost"))
 def test_a_variable_the_codec_cannot_read_does_not_cost_the_cells_functions(tmp_path):
     res = grade(tmp_path, [
         answer("a", "import torch\nz = torch.tensor([1 + 2j]).conj()\n\ndef f():\n    return 1\n"),
@@ -631,9 +603,6 @@ def test_a_variable_the_codec_cannot_read_does_not_cost_the_cells_functions(tmp_
     assert_parts(res, {"t": 1})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (executor.Runner.answer): a hostile sandbox that sends {'$tdevice': 'bogus'} makes codec.decode raise "
-    "RuntimeError, which answer() does not catch: executor.run raises instead of grading the notebook"))
 def test_a_hostile_reply_cannot_crash_the_trusted_executor(tmp_path):
     res = grade(tmp_path, [
         answer("a", "import course_lib.grading.codec as c\n_enc = c.encode\n"

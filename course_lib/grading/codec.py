@@ -84,7 +84,8 @@ def encode(obj, classes=None, depth: int = 0, handle=None):
     if t is np.ndarray:
         if obj.dtype.name not in _DTYPES:
             raise Unencodable(f"a NumPy array of dtype {obj.dtype} (only numbers and booleans travel)")
-        return {"$ndarray": obj.dtype.name, "shape": list(obj.shape), "data": _bytes(obj)}
+        native = obj if obj.dtype.isnative else obj.astype(obj.dtype.newbyteorder("="))
+        return {"$ndarray": obj.dtype.name, "shape": list(obj.shape), "data": _bytes(native)}
     import torch
     if t is torch.dtype:
         return {"$tdtype": str(obj).removeprefix("torch.")}
@@ -98,6 +99,7 @@ def encode(obj, classes=None, depth: int = 0, handle=None):
             raise Unencodable("a tensor on the meta device has no values")
         if x.layout != torch.strided:
             x = x.to_dense()
+        x = x.resolve_conj().resolve_neg()
         dt = str(x.dtype).removeprefix("torch.")
         if dt == "bfloat16":
             raw = x.cpu().contiguous().view(torch.int16).numpy()
@@ -110,7 +112,7 @@ def encode(obj, classes=None, depth: int = 0, handle=None):
             out["param"] = bool(obj.requires_grad)
         elif obj.requires_grad:
             out["grad"] = True
-        if obj.grad is not None:
+        if obj.is_leaf and obj.grad is not None:
             out["gradient"] = nxt(obj.grad)
         return out
     if classes is not None and isinstance(t, type) and classes(t):
@@ -188,7 +190,10 @@ def decode(obj, classes=None, depth: int = 0, handle=None):
             raise Malformed(f"no torch dtype {body!r}")
         return dt
     if tag == "$tdevice":
-        return torch.device(str(body))
+        try:
+            return torch.device(str(body))
+        except (RuntimeError, ValueError) as exc:
+            raise Malformed(f"no torch device {str(body)[:40]!r}") from exc
     if tag == "$generator":
         g = torch.Generator()
         g.set_state(nxt(body))

@@ -41,16 +41,24 @@ from . import codec
 
 @dataclass
 class Limits:
-    """What one student's code may use: wall seconds per request and in all, memory (bytes of
-    address space), CPU seconds, processes/threads, bytes per written file, printed bytes kept."""
+    """What one student's code may use: wall seconds per request and in all, resident memory (a
+    memory cgroup where the machine allows one) and address space (``RLIMIT_AS``), CPU seconds,
+    processes and threads (a pids cgroup: ``RLIMIT_NPROC`` is also set, but under bubblewrap as root
+    the sandbox's uid maps to root outside, which the kernel exempts), bytes per written file,
+    printed bytes kept."""
 
     cell_s: float = 300.0
     total_s: float = 900.0
-    memory: int = 6 * 2**30
+    memory: int = 4 * 2**30          # resident memory (the memory cgroup)
+    address_space: int = 16 * 2**30  # virtual memory (RLIMIT_AS): torch alone maps ~3.3 GiB
     cpu_s: int = 3600
     nproc: int = 256
     fsize: int = 256 * 2**20
     output: int = 64 * 1024
+
+
+#: Seconds the sandbox may take to start (not counted against the student's limits).
+STARTUP_S = 120
 
 
 class SandboxError(RuntimeError):
@@ -198,7 +206,7 @@ class Sandbox:
     # --------------------------------------------------------------- life
     def _preexec(self):
         lim = self.limits
-        for res, val in ((resource.RLIMIT_AS, lim.memory), (resource.RLIMIT_CPU, lim.cpu_s),
+        for res, val in ((resource.RLIMIT_AS, lim.address_space), (resource.RLIMIT_CPU, lim.cpu_s),
                          (resource.RLIMIT_FSIZE, lim.fsize), (resource.RLIMIT_CORE, 0),
                          (resource.RLIMIT_NPROC, lim.nproc)):
             try:
@@ -243,6 +251,16 @@ class Sandbox:
                                      pass_fds=(child.fileno(),), preexec_fn=self._preexec)
         child.close()      # bwrap and setpriv pass inherited descriptors through unchanged
         threading.Thread(target=self._drain, daemon=True).start()
+        # start-up (bwrap, Python, IPython) has its own budget: the limits count from the "ready" frame
+        deadline = time.monotonic() + STARTUP_S
+        try:
+            hello = codec.read_frame(lambda n: self._read_exact(n, deadline))
+        except (TimeoutError, EOFError, OSError, codec.Malformed) as exc:
+            out = bytes(self.output[:2000]).decode("utf-8", "replace")
+            self._die(f"the sandbox did not start ({type(exc).__name__}; {self._exit_text()}): {out}", "crashed")
+        if not (isinstance(hello, dict) and hello.get("ready")):
+            self._die("the sandbox did not start (no ready frame)", "crashed")
+        self.started = time.monotonic()
         return self
 
     def _drain(self) -> None:
