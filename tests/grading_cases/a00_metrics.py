@@ -24,11 +24,12 @@ CASES = [
                 "ua_ra_ta": STUB["ua_ra_ta"] + "\nget_ipython().input_transformers_cleanup.append("
                             "lambda lines: [] if any('assert' in l for l in lines) else lines)"},
          at_most=0),
-    # (3) rebinding what the tests read: a fake Part B, and the retrained model replaced by the original
+    # (3) rebinding what the tests read: a fake Part B (0), and the retrained model replaced by the original
+    # (ignored: the tests keep the given `retrained`), the other parts honest
     Case("cheat 3: fake ua_ra_ta + `retrained = original`",
          edits={"ua_ra_ta": "def ua_ra_ta(model, forget, retain, test):\n"
                             "    return {'UA': 100.0, 'RA': 100.0, 'TA': 100.0}\nretrained = original\n"},
-         score=2, parts={"test_accuracy": 2, "test_ua_ra_ta": 0}),
+         score=9, parts={"test_accuracy": 2, "test_ua_ra_ta": 0}),
     # (4) the answer key in disguise: default argument, a function object copied whole, partial in a dict
     Case("cheat 4: reference via default argument, copied object, partial in a dict",
          edits={"accuracy": "from course_lib import metrics as _m\n\ndef accuracy(pred, y, _f=_m.accuracy):\n"
@@ -42,13 +43,14 @@ CASES = [
     Case("cheat 4: importlib by computed name (Part D) after honest A-C",
          edits={"mia": "import importlib\n_m = importlib.import_module('course_lib.' + 'metrics')\n"
                        "mia_efficacy = _m.mia_efficacy\n"},
-         score=7, parts={"test_confidence": 2, "test_mia": 0, "test_answer_e": 0}),
+         score=9, parts={"test_confidence": 2, "test_mia": 0, "test_answer_e": 2}),
     Case("cheat 4: exec(inspect.getsource(...)) + helper module shipped next to the notebook",
          edits={"accuracy": "import inspect\nfrom course_lib import metrics\n"
                             "exec(inspect.getsource(metrics.accuracy))\n",
                 "mia": "from helper import mia_efficacy\n"},
          files={"helper.py": "from course_lib.metrics import mia_efficacy\n"},
-         at_most=0),
+         score=4, parts={"test_accuracy": 0, "test_ua_ra_ta": 0, "test_confidence": 2, "test_mia": 0,
+                         "test_answer_e": 2}),
     # a plausible bug: no balancing (the SVC is fitted on all retain and test confidences; hidden test only)
     Case("bug: forgets to balance members and non-members",
          edits={"mia": SOL["mia"].replace(
