@@ -20,7 +20,7 @@ Foundation
     ``plots``        shared figures, decision-space plots (``plots.explorer`` re-exports the explorer)
     ``explorer``     the lectures' ipywidgets explorers; headless (``COURSE_HEADLESS=1``): a static view
     ``claims``       a source's claims judged over seeds (verdicts, JSON bundle), the settings table
-    ``grading``      nbgrader round trip and the own-code check of graded notebooks
+    ``grading``      graded notebooks: student code in a sandbox, tests in a trusted process, nbgrader I/O
     ``nbrun``        executing a notebook that cannot hang (child process, per-cell and notebook timeouts)
 
 Unlearning methods: ``unlearn`` (registry, ``unlearn(...)``, ``compare(...)``; ``tuned(method, scenario)``
