@@ -104,14 +104,7 @@ def run_warm(tmp_path: Path, cells, limits: Limits, forbidden=()) -> dict:
         sb.limits, sb.started = limits, time.monotonic()
         t0 = time.monotonic()
         runner = executor.Runner(sb, list(forbidden))
-        for cell in executor.plan(source_nb, submission_nb):
-            k = C.kind(cell)
-            if k == "given":
-                runner.given(cell)
-            elif k == "answer":
-                runner.answer(cell)
-            elif k == "test":
-                runner.test(cell, points.get(C.grade_id(cell), 0.0))
+        runner.run_cells(executor.plan(source_nb, submission_nb), points)
         status, note = ("ok", "") if sb.dead is None else (sb.dead.kind, sb.dead.reason)
     tests = [c for c in runner.cells if c["kind"] == "test"]
     return {"status": status, "note": note, "notes": runner.notes, "cells": runner.cells, "work": work,

@@ -66,3 +66,43 @@ def part_names(nb: dict) -> dict[str, str]:
 
 def grade_id(cell) -> str | None:
     return meta(cell).get("grade_id")
+
+
+def names_read(text: str) -> set[str]:
+    """Every name a cell mentions (a superset of what it reads; magics ignored)."""
+    import ast
+    try:
+        tree = ast.parse(strip_magics(text))
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def strip_magics(text: str) -> str:
+    """Given cells may hold IPython line magics (``%matplotlib inline``): no-ops on this side."""
+    return "\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in text.splitlines())
+
+
+def plan(source_nb: dict, submission_nb: dict) -> list[dict]:
+    """The cells to run, in order: the source's given and test cells (whatever the submission holds in
+    their place), the submission's answer cells (one it lacks runs empty) and the code cells the
+    student added, each after the known cell it follows in the submission."""
+    src = [c for c in source_nb["cells"] if c.get("cell_type") == "code"]
+    known = {grade_id(c): kind(c) for c in src if grade_id(c)}
+    answers, extras, last = {}, {}, None
+    for cell in submission_nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        gid = grade_id(cell)
+        if gid in known:
+            if known[gid] == "answer":
+                answers.setdefault(gid, cell)
+            last = gid
+        elif not meta(cell).get("grade"):
+            extras.setdefault(last, []).append({**cell, "metadata": {}})
+    out = list(extras.get(None, []))
+    for s in src:
+        gid = grade_id(s)
+        out.append(answers.get(gid, {**s, "source": ""}) if kind(s) == "answer" else s)
+        out.extend(extras.get(gid, []))
+    return out

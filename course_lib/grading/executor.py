@@ -31,6 +31,7 @@ import types
 from pathlib import Path
 
 from . import cells as C
+from .cells import names_read as _names_read, plan, strip_magics as _strip_magics  # noqa: F401 - plan is public here too
 from . import codec
 from .sandbox import Limits, Sandbox, SandboxError
 
@@ -278,6 +279,18 @@ class Runner:
             else:
                 self.ns[name] = Remote(self, {"name": name}, f"function {name}" if desc.get("callable") else name)
 
+    def run_cells(self, cells: list[dict], points: dict[str, float]) -> None:
+        """Every cell of a :func:`plan` in order: given cells on both sides, answers in the sandbox,
+        tests here (``points`` by grade_id)."""
+        for cell in cells:
+            k = C.kind(cell)
+            if k == "given":
+                self.given(cell)
+            elif k == "answer":
+                self.answer(cell)
+            elif k == "test":
+                self.test(cell, points.get(C.grade_id(cell), 0.0))
+
     def test(self, cell: dict, points: float) -> None:
         visible, hidden = C.split_hidden(C.source(cell))
         gid = C.grade_id(cell)
@@ -297,21 +310,6 @@ class Runner:
                 self.trusted_names.add(k)
         self.cells.append({"grade_id": gid, "kind": "test", "points": points, "passed": err is None,
                            "stdout": printed, "error": message})
-
-
-def _names_read(text: str) -> set[str]:
-    """Every name a cell mentions (a superset of what it reads; magics ignored)."""
-    import ast
-    try:
-        tree = ast.parse(_strip_magics(text))
-    except SyntaxError:
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-
-
-def _strip_magics(text: str) -> str:
-    """Given cells may hold IPython line magics (``%matplotlib inline``): no-ops on this side."""
-    return "\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in text.splitlines())
 
 
 def _sync(obj, new) -> None:
@@ -364,31 +362,6 @@ def _test_message(err: BaseException, hidden: bool, dead: str | None) -> str:
     return f"{type(err).__name__}: {text}" if text else f"{type(err).__name__} (the test failed)"
 
 
-def plan(source_nb: dict, submission_nb: dict) -> list[dict]:
-    """The cells to run, in order: the source's given and test cells (whatever the submission holds in
-    their place), the submission's answer cells (one it lacks runs empty) and the code cells the
-    student added, each after the known cell it follows in the submission."""
-    src = [c for c in source_nb["cells"] if c.get("cell_type") == "code"]
-    known = {C.grade_id(c): C.kind(c) for c in src if C.grade_id(c)}
-    answers, extras, last = {}, {}, None
-    for cell in submission_nb.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        gid = C.grade_id(cell)
-        if gid in known:
-            if known[gid] == "answer":
-                answers.setdefault(gid, cell)
-            last = gid
-        elif not C.meta(cell).get("grade"):
-            extras.setdefault(last, []).append({**cell, "metadata": {}})
-    out = list(extras.get(None, []))
-    for s in src:
-        gid = C.grade_id(s)
-        out.append(answers.get(gid, {**s, "source": ""}) if C.kind(s) == "answer" else s)
-        out.extend(extras.get(gid, []))
-    return out
-
-
 def run(source: Path, submission: Path, workdir: Path, limits: Limits | None = None,
         sandbox: str | None = None) -> dict:
     """Grade one submission; the result as plain data (see the module's doc)."""
@@ -403,14 +376,7 @@ def run(source: Path, submission: Path, workdir: Path, limits: Limits | None = N
     points = C.parts(source_nb)
     with Sandbox(workdir, limits, sandbox, forbidden) as sb:
         runner = Runner(sb, forbidden)
-        for cell in plan(source_nb, submission_nb):
-            k = C.kind(cell)
-            if k == "given":
-                runner.given(cell)
-            elif k == "answer":
-                runner.answer(cell)
-            elif k == "test":
-                runner.test(cell, points.get(C.grade_id(cell), 0.0))
+        runner.run_cells(plan(source_nb, submission_nb), points)
         status = "ok" if sb.dead is None else sb.dead.kind
         reason = sb.dead.reason if sb.dead else ""
         raw = bytes(sb.output[:4000]).decode("utf-8", "replace")

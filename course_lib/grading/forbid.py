@@ -62,6 +62,15 @@ def _resolve(name: str):
         return getattr(_resolve(mod), attr)
 
 
+def _replace_everywhere(obj, stub) -> None:
+    """Put ``stub`` wherever a loaded module holds ``obj`` (for objects whose code cannot be swapped)."""
+    for m in list(sys.modules.values()):
+        d = getattr(m, "__dict__", None)
+        for k, v in list((d or {}).items()):
+            if v is obj:
+                d[k] = stub
+
+
 def install(names) -> list[str]:
     """Make every function ``names`` cover raise; returns the dotted names replaced."""
     done, seen = [], set()
@@ -70,12 +79,7 @@ def install(names) -> list[str]:
         if callable(obj) and not isinstance(obj, (types.FunctionType, type, types.ModuleType)):
             # a built-in or C-level callable (numpy's dispatchers, torch ops): its code cannot be swapped,
             # so the name is replaced in its module and everywhere a loaded module holds the same object
-            stub = types.FunctionType(_stub(name, None), {})
-            for m in list(sys.modules.values()):
-                d = getattr(m, "__dict__", None)
-                for k, v in list((d or {}).items()):
-                    if v is obj:
-                        d[k] = stub
+            _replace_everywhere(obj, types.FunctionType(_stub(name, None), {}))
             done.append(name)
             continue
         found = _module_functions(obj, seen) if isinstance(obj, types.ModuleType) else _functions(obj, name, seen)
@@ -83,12 +87,7 @@ def install(names) -> list[str]:
             try:
                 fn.__code__ = _stub(dotted, fn)
             except ValueError:          # a closure: replace the name in every loaded module instead
-                stub = types.FunctionType(_stub(dotted, fn), {})
-                for m in list(sys.modules.values()):
-                    d = getattr(m, "__dict__", None)
-                    for k, v in list((d or {}).items()):
-                        if v is fn:
-                            d[k] = stub
+                _replace_everywhere(fn, types.FunctionType(_stub(dotted, fn), {}))
             done.append(dotted)
     missing = [n for n in names if not any(d == n or d.startswith(n + ".") for d in done)]
     if missing:
