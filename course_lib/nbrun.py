@@ -237,7 +237,7 @@ def _attempt(path: Path, out: Path, parameters: dict, cwd: Path | None, env: dic
             except subprocess.TimeoutExpired:
                 kill_tree(proc)
                 k, line = running_cell(out)
-                where = f" in cell {k} ({line})" if k else ""
+                where = f" in cell {k} ({line})" if k else " before any cell started (kernel start-up)"
                 return "timeout", f"timeout after {nb_s} s{where}", k, _text(log)
         printed = _text(log)
         if report.exists():
