@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,8 @@ def smoke() -> bool:
 
 
 def smoke_cap(n: int, cap: int) -> int:
-    """``min(n, cap)`` in a smoke run, ``n`` otherwise (a size or a loop count)."""
+    """``min(n, cap)`` in a smoke run, ``n`` otherwise (a size or a loop count): for notebooks that cut
+    their own sizes; library loops read :func:`budget` instead."""
     return min(int(n), int(cap)) if smoke() else n
 
 
@@ -94,6 +96,66 @@ def smoke_sweep(values, keep: int = 2) -> list:
     if not smoke() or len(values) <= keep:
         return values
     return values[:1] if keep == 1 else values[:keep - 1] + values[-1:]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work one call may do: the caps a run applies, ``None`` meaning uncapped.
+
+    The one object the library's two training loops (:func:`course_lib.train.sgd_steps`,
+    :func:`course_lib.engine.batch_plan` for stacks, shards and adapters), :func:`course_lib.data.load`
+    and the cost models (:mod:`course_lib.exact.costs`) read, so that a capped run reports exactly the
+    work it did. :func:`budget` gives the session's: uncapped, or the smoke caps under ``COURSE_SMOKE=1``.
+
+    ``steps``: optimisation steps per training call; ``batch``: rows per mini-batch; ``rows``: the
+    largest training and test sets a data set loads; ``iterations``: other iterative loops (SynFlow
+    scoring, IMP rounds, greedy unit picks); ``eval_rows``: rows one evaluation predicts on.
+    """
+
+    steps: int | None = None
+    batch: int | None = None
+    rows: tuple[int, int] | None = None
+    iterations: int | None = None
+    eval_rows: int | None = None
+
+    @property
+    def capped(self) -> bool:
+        return any(v is not None for v in (self.steps, self.batch, self.rows, self.iterations, self.eval_rows))
+
+    @staticmethod
+    def _cap(n, cap):
+        return n if cap is None else min(int(n), int(cap))
+
+    def cap_steps(self, n: int) -> int:
+        """Steps a training call of ``n`` planned steps takes."""
+        return self._cap(n, self.steps)
+
+    def cap_batch(self, n: int) -> int:
+        """Rows per mini-batch for a requested ``batch_size`` of ``n``."""
+        return self._cap(n, self.batch)
+
+    def cap_iterations(self, n: int) -> int:
+        return self._cap(n, self.iterations)
+
+    def cap_eval_rows(self, n: int) -> int:
+        return self._cap(n, self.eval_rows)
+
+    def cap_rows(self, n_train: int, n_test: int) -> tuple[int, int]:
+        if self.rows is None:
+            return n_train, n_test
+        return self._cap(n_train, self.rows[0]), self._cap(n_test, self.rows[1])
+
+
+#: No caps: every loop runs as asked.
+UNCAPPED = Budget()
+#: A smoke run's caps (the SMOKE_* constants above).
+SMOKE = Budget(steps=SMOKE_STEPS, batch=SMOKE_BATCH, rows=SMOKE_ROWS, iterations=SMOKE_ITERATIONS,
+               eval_rows=SMOKE_EVAL_ROWS)
+
+
+def budget() -> Budget:
+    """The session's :class:`Budget`: :data:`SMOKE` in a smoke run (``COURSE_SMOKE=1``), else :data:`UNCAPPED`."""
+    return SMOKE if smoke() else UNCAPPED
 
 
 def in_ci() -> bool:
