@@ -17,7 +17,7 @@ augmentation. Paths, timed on the same rows and batch size, one after the other 
   memory format, ``loss.item()`` per step;
 * ``plain-fit``: :func:`course_lib.train.fit` with the fast path switched off
   (``COURSE_FASTPATH=0``; on the CPU this is what ``fit`` always runs);
-* ``fast-path``: :func:`course_lib.fastpath.fit_fast` (on CUDA: data on the device, crop + flip on
+* ``fast-path``: :func:`course_lib.train.fit` with ``numerics=fastpath.resolve_options(...)`` (on CUDA: data on the device, crop + flip on
   the device, bf16 autocast, channels-last, fused SGD; ``--compile`` adds ``torch.compile``).
 
 Images per second = rows x epochs / wall-clock seconds of the call (CUDA synchronised); seconds
@@ -76,8 +76,9 @@ def plain_fit(model, X, y, *, epochs, batch_size, augment, seed, dev):
 
 def make_fast(compile_mode):
     def fast_fit(model, X, y, *, epochs, batch_size, augment, seed, dev):
-        fastpath.fit_fast(model, X, y, epochs=epochs, lr=0.05, batch_size=batch_size, seed=seed,
-                          augment=data.random_crop_flip if augment else None, compile=compile_mode)
+        opts = fastpath.resolve_options(train.model_device(model), compile=compile_mode)
+        train.fit(model, X, y, epochs=epochs, lr=0.05, batch_size=batch_size, seed=seed,
+                  augment=data.random_crop_flip if augment else None, numerics=opts)
     return fast_fit
 
 

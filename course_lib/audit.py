@@ -56,7 +56,7 @@ import warnings
 import numpy as np
 import torch
 
-from course_lib.validation import check_delta
+from .validation import check_delta, check_int, check_number
 
 #: Bucket width of the forgetting quality: per-example credit ``2 / 2**n`` with ``n`` the 1-based
 #: bucket ``1 + floor(ε / 0.5)``, so ε in [0, 0.5) earns 1, [0.5, 1) earns 1/2, ...
@@ -112,9 +112,7 @@ def _as_scores(x, name: str) -> np.ndarray:
 def _check_confidence(confidence: float | None) -> float | None:
     if confidence is None:
         return None
-    if not (isinstance(confidence, (int, float, np.floating)) and 0.5 <= float(confidence) < 1.0):
-        raise ValueError(f"confidence must lie in [0.5, 1) (or be None for the plain estimate), got {confidence!r}")
-    return float(confidence)
+    return check_number(confidence, "confidence (None for the plain estimate)", 0.5, 1.0, hi_open=True)
 
 
 def _check_estimator(estimator) -> str:
@@ -147,8 +145,7 @@ def epsilon_cap(n_models: int, delta: float = 1e-5, confidence: float | None = 0
     for n < 5 (so few models cannot show any ε with 95% confidence). The competition's estimator
     has no such cap: its largest finite ε is about ``log(n - 1)``, and it flags a perfect split
     with :data:`COMPETITION_EPSILON`."""
-    if not isinstance(n_models, (int, np.integer)) or n_models < 2:
-        raise ValueError(f"n_models must be an integer >= 2, got {n_models!r}")
+    n_models = check_int(n_models, "n_models", 2)
     num, den = _rate_tables(int(n_models), _check_confidence(confidence))
     slack = 1.0 - check_delta(delta) - num[0]
     return float(max(0.0, math.log(slack / den[0]))) if slack > 0 else 0.0
@@ -303,10 +300,8 @@ def forgetting_quality(eps, n_models: int, *, bin_width: float = BIN_WIDTH, esti
         raise ValueError(f"eps must be a non-empty 1-D array [n_examples], got shape {e.shape}")
     if np.any(np.isnan(e)) or np.any(e < 0):
         raise ValueError("eps must be >= 0 and not NaN (use epsilon_per_example)")
-    if not isinstance(n_models, (int, np.integer)) or n_models < 2:
-        raise ValueError(f"n_models must be an integer >= 2, got {n_models!r}")
-    if not (isinstance(bin_width, (int, float)) and bin_width > 0):
-        raise ValueError(f"bin_width must be > 0, got {bin_width!r}")
+    n_models = check_int(n_models, "n_models", 2)
+    bin_width = check_number(bin_width, "bin_width", 0.0, lo_open=True)
     if _check_estimator(estimator) == "competition":
         if bin_width != BIN_WIDTH:
             raise ValueError(f"the competition's buckets have width {BIN_WIDTH}; got bin_width={bin_width!r}")
@@ -329,8 +324,7 @@ def final_score(forgetting: float, ra_unlearned: float, ra_retrained: float,
     common unit (percent or fraction), averaged over each population's models. A method that
     forgets well but loses accuracy is penalised by the ratios.
     """
-    if not (0.0 <= float(forgetting) <= 1.0):
-        raise ValueError(f"forgetting quality must lie in [0, 1], got {forgetting!r}")
+    forgetting = check_number(forgetting, "forgetting quality", 0.0, 1.0)
     vals = dict(ra_unlearned=ra_unlearned, ra_retrained=ra_retrained,
                 ta_unlearned=ta_unlearned, ta_retrained=ta_retrained)
     for k, v in vals.items():

@@ -80,22 +80,23 @@ def load(name: str = "digits", root: str | Path | None = None, download: bool = 
 
     ``root`` defaults to the course's ``data/`` folder (``COURSE_DATA`` overrides it).
     With ``download=True`` a missing data set is fetched through torchvision; offline this
-    raises :class:`DatasetUnavailableError` with instructions.
+    raises :class:`DatasetUnavailableError` with instructions. Under a capped budget
+    (:func:`course_lib.config.budget`, e.g. a smoke run) only the first rows of each set are kept.
     """
     if name not in NAMES:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     if name == "digits":
-        return _smoke_rows(load_digits())
+        return _budget_rows(load_digits())
     root = Path(root) if root is not None else config.DATA_DIR
     if name in ("cifar10", "cifar100"):
-        return _smoke_rows(_load_cifar(name, root, download))
-    return _smoke_rows(_load_svhn(root, download))
+        return _budget_rows(_load_cifar(name, root, download))
+    return _budget_rows(_load_svhn(root, download))
 
 
-def _smoke_rows(ds: DataSplit) -> DataSplit:
-    """In a smoke run (:func:`course_lib.config.smoke`) the first ``config.SMOKE_ROWS`` rows."""
-    n_train, n_test = (config.smoke_cap(len(ds.y_train), config.SMOKE_ROWS[0]),
-                       config.smoke_cap(len(ds.y_test), config.SMOKE_ROWS[1]))
+def _budget_rows(ds: DataSplit) -> DataSplit:
+    """The first rows of each set that the session's budget allows (:func:`course_lib.config.budget`:
+    all of them, or a smoke run's ``rows``)."""
+    n_train, n_test = config.budget().cap_rows(len(ds.y_train), len(ds.y_test))
     if (n_train, n_test) == (len(ds.y_train), len(ds.y_test)):
         return ds
     return DataSplit(ds.name, ds.X_train[:n_train], ds.y_train[:n_train], ds.X_test[:n_test], ds.y_test[:n_test],

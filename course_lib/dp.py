@@ -15,8 +15,11 @@ a chosen δ.
     res = train_dp(MLP(64, 10), X, y, target_epsilon=2.0, delta=1e-5, epochs=10)
     res.model, res.epsilon, res.noise_multiplier
 
-:func:`fit_stacked` trains a whole population (:class:`course_lib.stacked.StackedModels`) with
-DP-SGD at once, so the ε audit of lesson 1 can be run on private models too.
+:func:`train_dp` runs opacus' Poisson batches and DPOptimizer on the course's one loop for a
+single model, :func:`course_lib.train.sgd_steps`. :func:`fit_stacked` trains a whole population
+(:class:`course_lib.stacked.StackedModels`) with DP-SGD at once, on the stack's loop
+(:meth:`~course_lib.stacked.StackedModels.run`, i.e. :func:`course_lib.engine.run_steps`), so the
+ε audit of lesson 1 can be run on private models too.
 """
 from __future__ import annotations
 
@@ -30,10 +33,9 @@ from torch.func import grad, vmap
 from torch.nn import functional as F
 
 from . import config
-from .train import Stopwatch, TrainLog, model_device
-from .validation import check_delta, check_sgd, check_xy
-
-Params = dict[str, torch.Tensor]
+from .params import Params, model_device
+from .train import TrainLog, sgd_steps
+from .validation import check_delta, check_int, check_number, check_sgd, check_xy
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -50,10 +52,9 @@ def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, s
     ``target_epsilon`` at ``delta`` (opacus' ``get_noise_multiplier``)."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    if not target_epsilon > 0:
-        raise ValueError(f"target_epsilon must be > 0, got {target_epsilon!r}")
-    if not 0.0 < sample_rate <= 1.0 or steps < 1:
-        raise ValueError(f"need 0 < sample_rate <= 1 and steps >= 1, got {sample_rate}, {steps}")
+    check_number(target_epsilon, "target_epsilon", 0.0, lo_open=True)
+    check_number(sample_rate, "sample_rate", 0.0, 1.0, lo_open=True)
+    check_int(steps, "steps", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # "optimal order is the largest alpha" and the like
         return float(get_noise_multiplier(target_epsilon=float(target_epsilon), target_delta=check_delta(delta),
@@ -108,11 +109,13 @@ def train_dp(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, target_epsil
     check_xy(X, y, "training data")
     if (target_epsilon is None) == (noise_multiplier is None):
         raise ValueError("give exactly one of target_epsilon or noise_multiplier")
-    if epochs < 1 or batch_size < 1 or lr < 0 or clip_norm <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr >= 0, clip_norm > 0; "
-                         f"got {epochs}, {batch_size}, {lr}, {clip_norm}")
-    if noise_multiplier is not None and noise_multiplier < 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+    check_int(epochs, "epochs", 1)
+    check_sgd(epochs, batch_size, lr, momentum, 0.0, "constant")
+    check_number(clip_norm, "clip_norm", 0.0, lo_open=True)
+    if noise_multiplier is not None:
+        check_number(noise_multiplier, "noise_multiplier", 0.0)
+    if target_epsilon is not None:
+        check_number(target_epsilon, "target_epsilon", 0.0, lo_open=True)
     delta = check_delta(delta)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError("DP-SGD needs per-example gradients, which batch norm mixes: use a model "
@@ -122,15 +125,14 @@ def train_dp(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, target_epsil
     dev = model_device(work)
     gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=dev).manual_seed(seed + 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X.to(dev), y.to(dev)),
+    # a loader of row indices: opacus turns it into Poisson batches, train.sgd_steps runs them
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(X.shape[0])),
                                          batch_size=batch_size, shuffle=True, generator=gen)
     opt = torch.optim.SGD(work.parameters(), lr=lr, momentum=momentum)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # opacus warns about its non-secure RNG and hooks
         engine = PrivacyEngine(accountant=_check_accountant(accountant))
         if target_epsilon is not None:
-            if not target_epsilon > 0:
-                raise ValueError(f"target_epsilon must be > 0, got {target_epsilon!r}")
             gsm, opt, dl = engine.make_private_with_epsilon(
                 module=work, optimizer=opt, data_loader=loader, target_epsilon=float(target_epsilon),
                 target_delta=delta, epochs=epochs, max_grad_norm=clip_norm, noise_generator=noise_gen)
@@ -138,33 +140,37 @@ def train_dp(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, target_epsil
             gsm, opt, dl = engine.make_private(
                 module=work, optimizer=opt, data_loader=loader, noise_multiplier=float(noise_multiplier),
                 max_grad_norm=clip_norm, noise_generator=noise_gen)
+        Xd, yd = X.to(dev), y.to(dev)
         loss_fn = nn.CrossEntropyLoss()
-        log = TrainLog()
-        with Stopwatch() as sw:
-            stop = config.smoke_cap(epochs * len(dl), config.SMOKE_STEPS)  # a smoke run's step cap
-            for _ in range(epochs):
-                total, count = 0.0, 0
-                for xb, yb in dl:
-                    if log.steps == stop:
-                        break
-                    if xb.shape[0] == 0:       # Poisson sampling can draw an empty batch
-                        continue
-                    opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(gsm(xb), yb)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss) * xb.shape[0]
-                    count += xb.shape[0]
-                    log.steps += 1
-                log.losses.append(total / max(count, 1))
-                if log.steps == stop:
-                    break
-        log.seconds = sw.seconds
+
+        def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
+            idx = idx.to(dev)
+            return loss_fn(gsm(Xd[idx]), yd[idx])
+
+        # opacus built the DPOptimizer over work's parameters with this lr and momentum (no decay)
+        log = sgd_steps(work, X.shape[0], loss_of_batch, epochs=epochs, batch_size=batch_size, lr=lr,
+                        momentum=momentum, weight_decay=0.0, seed=seed, schedule="constant",
+                        desc="DP-SGD", optimizer=lambda params, **hp: opt, batches=_IndexBatches(dl))
         eps = float(engine.get_epsilon(delta)) if opt.noise_multiplier > 0 else float("inf")
     out = copy.deepcopy(model)
     out.load_state_dict({k: v.detach().clone() for k, v in work.state_dict().items()})
     out.eval()
-    return DPResult(out, eps, delta, float(opt.noise_multiplier), float(dl.sample_rate), log.steps, sw.seconds, log)
+    return DPResult(out, eps, delta, float(opt.noise_multiplier), float(dl.sample_rate), log.steps, log.seconds, log)
+
+
+class _IndexBatches:
+    """opacus' Poisson batches of row indices as :func:`course_lib.train.sgd_steps` takes them:
+    ``len`` batches per epoch, each an int64 index tensor (possibly empty)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield batch[0] if len(batch) else torch.empty(0, dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------- populations
@@ -204,8 +210,8 @@ def fit_stacked(stack, X: torch.Tensor, y: torch.Tensor, *, noise_multiplier: fl
     """
     check_xy(X, y, "training data")
     check_sgd(epochs, batch_size, lr, momentum, weight_decay, schedule)
-    if not (noise_multiplier >= 0 and clip_norm > 0):
-        raise ValueError(f"need noise_multiplier >= 0 and clip_norm > 0, got {noise_multiplier}, {clip_norm}")
+    check_number(noise_multiplier, "noise_multiplier", 0.0)
+    check_number(clip_norm, "clip_norm", 0.0, lo_open=True)
     N, n, dev = len(stack), X.shape[0], stack.device
     Xd, yd = X.to(dev), y.to(dev)
     steps_per_epoch = -(-n // batch_size)

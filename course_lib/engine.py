@@ -18,23 +18,68 @@ hand-written batched products). Five pieces, each written once:
   ``buf = momentum * buf + grad + wd * w; w -= lr * buf``) for all slots, optionally only where
   a slot is active (its parameters *and* its momentum then stay bitwise unchanged);
 
-and :func:`train_slots`, the loop that combines them. What is minimised is not built in: the
-caller passes ``grads(params, rows, weights) -> {name: [G, ...]}`` (cross-entropy for SISA and
-LegoNet, NegGrad+'s loss, DP-SGD's clipped and noised sums, ...).
+and :func:`run_steps`, the step loop of every stack (``grads_of_step(t, P)``, then one
+:func:`sgd_update`), which :func:`train_slots` (a group's plans) and
+:meth:`course_lib.stacked.StackedModels.run` (populations, DP-SGD stacks) both run on. What is
+minimised is not built in: the caller passes ``grads(params, rows, weights) -> {name: [G, ...]}``
+(cross-entropy for SISA and LegoNet, NegGrad+'s loss, DP-SGD's clipped and noised sums, ...).
+
+The run's work is capped only by the session's :func:`course_lib.config.budget` (a smoke run's
+step cap applies in :func:`batch_plan`; :attr:`Plan.steps` and :attr:`Plan.samples` report what
+is left), and the bookkeeping every training loop shares lives here too: :func:`progress` (the
+progress bar), :class:`Stopwatch` and :class:`TrainLog` (the single-model loop,
+:func:`course_lib.train.sgd_steps`, is the other loop of the course).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from . import config
+from .params import Params
 from .validation import check_schedule
 
-Params = dict[str, torch.Tensor]
+
+def progress(iterable: Iterable, desc: str = "", total: int | None = None, enabled: bool | None = None, **kw):
+    """A ``tqdm.auto`` progress bar, quiet in CI and FAST mode, refreshed at most every 3 s
+    (papermill copes badly with many small updates)."""
+    from tqdm.auto import tqdm
+
+    disable = not (config.show_progress() if enabled is None else enabled)
+    return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=3.0, leave=False, **kw)
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds`` (wall clock, CUDA synchronised)."""
+
+    def __enter__(self) -> "Stopwatch":
+        _sync()
+        self._t0 = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _sync()
+        self.seconds = time.perf_counter() - self._t0
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+@dataclass
+class TrainLog:
+    """What a training loop did: mean loss per epoch, steps taken, wall-clock seconds."""
+
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
 
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
@@ -84,11 +129,14 @@ class Plan:
         return Plan(torch.empty(0, batch_size, dtype=torch.long), torch.empty(0, batch_size), torch.empty(0), 0)
 
 
-def batch_plan(orders: Sequence[torch.Tensor], batch_size: int, pad: int, lr: float, schedule: str) -> Plan:
+def batch_plan(orders: Sequence[torch.Tensor], batch_size: int, pad: int, lr: float, schedule: str,
+               budget: config.Budget | None = None) -> Plan:
     """A plan from one permutation of the model's rows per epoch (``orders[e]``, positions into
     the data). Each epoch is cut into ``ceil(m / B)`` batches whose sizes differ by at most one
     (no 1-row tail batch, which batch norm could not train on); the learning rate follows
-    ``schedule`` over the plan's own steps."""
+    ``schedule`` over the plan's own steps. Under a step cap (``budget``, default the session's
+    :func:`course_lib.config.budget`; an estimator passes the one it fixed at ``fit``) the plan keeps
+    its first steps, and ``samples`` counts the real rows of those."""
     B, E = batch_size, len(orders)
     m = int(orders[0].numel()) if E else 0
     if m == 0 or E == 0:
@@ -100,8 +148,8 @@ def batch_plan(orders: Sequence[torch.Tensor], batch_size: int, pad: int, lr: fl
     rows[valid] = torch.cat([o.long().cpu() for o in orders])
     weights = valid.float() / valid.sum(1, keepdim=True).float()
     lrs = lr_schedule(lr, rows.shape[0], schedule)
-    if config.smoke():  # a smoke run's step cap (config.smoke): the plan's first steps
-        T = config.SMOKE_STEPS
+    T = (config.budget() if budget is None else budget).cap_steps(rows.shape[0])  # the plan's first T steps
+    if T < rows.shape[0]:
         return Plan(rows[:T], weights[:T], lrs[:T], int(valid[:T].sum()))
     return Plan(rows, weights, lrs, E * m)
 
@@ -152,16 +200,39 @@ def sgd_update(P: Params, M: Params, grads: Params, lr, momentum: float, weight_
 GradFn = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 
 
+def run_steps(P: Params, M: Params, lrs, grads_of_step: Callable[[int, Params], Params], *, momentum: float,
+              weight_decay: float, active: torch.Tensor | None = None, desc: str | None = None,
+              inplace: bool = False) -> tuple[Params, Params]:
+    """The step loop of every stack: for ``t`` in ``range(T)``, ``grads_of_step(t, P)`` gives the
+    gradients ``{name: [G, ...]}`` at the current parameters and :func:`sgd_update` takes the step.
+
+    ``lrs``: a ``[G, T]`` tensor (one rate per slot and step) or a sequence of ``T`` numbers (the
+    same rate for every slot); ``active [G, T]`` (bool, optional) marks the steps each slot has.
+    ``P`` and ``M`` are updated in place (their entries are replaced, step by step, so a closure
+    that reads ``P`` always sees the current parameters) and returned. ``desc`` shows a progress bar.
+    ``inplace=True`` updates the tensors themselves instead (one module's parameters, no slot axis,
+    no ``active``): SISA's shards with buffers train this way, on the same loop.
+    """
+    if inplace and active is not None:
+        raise ValueError("inplace=True updates one module's own tensors: it takes no active mask")
+    per_slot = isinstance(lrs, torch.Tensor) and lrs.ndim == 2
+    T = lrs.shape[1] if per_slot else len(lrs)
+    steps = range(T) if desc is None else progress(range(T), desc=desc, total=T)
+    for t in steps:
+        g = grads_of_step(t, P)
+        lr = lrs[:, t] if per_slot else float(lrs[t])
+        sgd_update(P, M, g, lr, momentum, weight_decay, None if active is None else active[:, t], inplace=inplace)
+    return P, M
+
+
 def train_slots(P: Params, M: Params, plans: Sequence[Plan], grads: GradFn, *, pad: int, momentum: float,
                 weight_decay: float, device: torch.device) -> tuple[Params, Params]:
-    """Run a group's plans together: at step ``t`` every active slot ``s`` takes one SGD step on
-    ``grads(P, rows[:, t], weights[:, t])``. Returns the new ``(P, M)``."""
+    """Run a group's plans together on :func:`run_steps`: at step ``t`` every active slot ``s``
+    takes one SGD step on ``grads(P, rows[:, t], weights[:, t])``. Returns the new ``(P, M)``
+    (the dicts given are left alone)."""
     rows, wts, lrs, active = (t.to(device) for t in pad_plans(plans, pad))
-    P, M = dict(P), dict(M)
-    for t in range(rows.shape[1]):
-        g = grads(P, rows[:, t], wts[:, t])
-        sgd_update(P, M, g, lrs[:, t], momentum, weight_decay, active[:, t])
-    return P, M
+    return run_steps(dict(P), dict(M), lrs, lambda t, Pt: grads(Pt, rows[:, t], wts[:, t]),
+                     momentum=momentum, weight_decay=weight_decay, active=active)
 
 
 def ce_grads(forward: Callable, P: Params, xb: torch.Tensor, yb: torch.Tensor, w: torch.Tensor) -> Params:

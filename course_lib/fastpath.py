@@ -1,23 +1,26 @@
-"""The fast GPU path behind :func:`course_lib.train.fit`, :func:`~course_lib.train.predict_logits`
+"""The fast GPU numerics of :func:`course_lib.train.fit`, :func:`~course_lib.train.predict_logits`
 and :func:`~course_lib.train.features` on CUDA (the CPU keeps the plain loop, bit for bit).
 
-What makes it fast, all without changing what is computed:
+Not a second training loop: :func:`course_lib.train.fit` runs the one loop,
+:func:`course_lib.train.sgd_steps`, and takes from here what it needs to run it fast
+(``train.fit(..., numerics=resolve_options(device, ...))``; on CUDA by default):
 
-* the whole training set is one tensor on the device, moved once; each epoch's batch order
-  (drawn on the CPU from the same seeded generator as :func:`~course_lib.train.sgd_steps`, so
-  the batches are the same ones) is moved once per epoch, and batches are sliced on the device;
-* random crop + flip runs on the device, one batch at a time, with a seeded
-  ``torch.Generator`` on the device (:func:`course_lib.data.random_crop_flip_device`): no
-  DataLoader, no workers, no per-image Python;
-* bf16 autocast and channels-last memory format; fused SGD; the running loss stays on the
-  device, so the host waits for the GPU once per epoch instead of once per step;
-* optional ``torch.compile`` (``compile=True`` or a mode name, or ``COURSE_COMPILE=1`` /
-  ``COURSE_COMPILE=<mode>``), falling back to eager mode with a warning if compilation fails;
-* evaluation in the same way: inputs moved in large chunks, bf16, channels-last, and one copy
-  of the outputs back to the host at the end.
+* :class:`FastOptions` / :func:`resolve_options`: bf16 autocast, channels-last memory format,
+  optional ``torch.compile`` (``compile=True`` or a mode name, or ``COURSE_COMPILE=1`` /
+  ``COURSE_COMPILE=<mode>``), each with the device's default;
+* :func:`loss_closure`: the batch loss with the whole training set on the device (moved once;
+  ``sgd_steps`` moves each epoch's batch order once, drawn on the CPU from the same seeded
+  generator as always, so the batches are the same ones), random crop + flip on the device with
+  a seeded device generator (:func:`course_lib.data.random_crop_flip_device`), bf16 and
+  channels-last, and a compilation that falls back to eager mode with a warning if it fails;
+* :func:`sgd_optimizer`: fused SGD on CUDA.
 
-``fit_fast`` also runs on the CPU (with ``bf16=False``, the default there): with the same seed
-and no compile it takes exactly the steps of the plain loop, which is how the tests check it.
+The running loss of ``sgd_steps`` stays on the device, so the host waits for the GPU once per
+epoch. :func:`predict_fast` evaluates in the same way: inputs moved in large chunks, bf16,
+channels-last, and one copy of the outputs back to the host at the end.
+
+These numerics also run on the CPU (with ``bf16=False``, the default there): with the same seed
+and no compile they take exactly the steps of the plain loop, which is how the tests check them.
 ``COURSE_FASTPATH=0`` sends CUDA runs back to the plain loop.
 """
 from __future__ import annotations
@@ -31,10 +34,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import config
-from .engine import lr_factor
-from .masks import Mask, restore_masked, snapshot
-from .validation import check_sgd, check_xy
+from . import config, data
+from .params import eval_mode, model_device
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _CHUNK_BYTES = 1 << 30  # evaluation moves inputs to the device in chunks of at most 1 GiB
@@ -107,8 +108,6 @@ def _augmenter(augment: Callable | None, device: torch.device, seed: int, channe
     """The batch augmentation and its generator. The course's crop + flip runs on the device
     with a device generator; any other ``augment(xb, generator)`` gets the CPU generator that the
     plain loop would have given it."""
-    from . import data
-
     aug_seed = config.derive_seed(seed, 1)
     if augment is None:
         return None, None
@@ -120,93 +119,62 @@ def _augmenter(augment: Callable | None, device: torch.device, seed: int, channe
     return augment, torch.Generator().manual_seed(aug_seed)
 
 
-def _optimizer(params: list[torch.Tensor], device: torch.device, **hp) -> torch.optim.Optimizer:
-    if device.type == "cuda":
-        try:
-            return torch.optim.SGD(params, fused=True, **hp)
-        except (RuntimeError, TypeError, ValueError):  # older torch or unsupported dtype: multi-tensor SGD
-            return torch.optim.SGD(params, foreach=True, **hp)
-    return torch.optim.SGD(params, **hp)  # the plain loop's optimiser, so the CPU bits agree
+def sgd_optimizer(device: torch.device) -> Callable[..., torch.optim.Optimizer]:
+    """The optimiser factory ``make(params, lr=, momentum=, weight_decay=)`` that
+    :func:`course_lib.train.sgd_steps` takes: fused SGD on CUDA (multi-tensor SGD where fused
+    kernels are missing), the plain loop's ``torch.optim.SGD`` elsewhere, so the CPU bits agree."""
+    device = torch.device(device)
+
+    def make(params: list[torch.Tensor], **hp) -> torch.optim.Optimizer:
+        if device.type == "cuda":
+            try:
+                return torch.optim.SGD(params, fused=True, **hp)
+            except (RuntimeError, TypeError, ValueError):  # older torch or unsupported dtype
+                return torch.optim.SGD(params, foreach=True, **hp)
+        return torch.optim.SGD(params, **hp)
+
+    return make
 
 
-def fit_fast(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 0.05,
-             batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
-             schedule: str = "cosine", augment: Callable | None = None, mask: Mask | None = None,
-             desc: str = "train", bf16: bool | None = None, channels_last: bool | None = None,
-             compile: bool | str | None = None):
-    """:func:`course_lib.train.fit` on the fast path: same arguments, same batches, same schedule,
-    same :class:`~course_lib.train.TrainLog`; plus the numerics options above (``None`` = the
-    device's default)."""
-    from .train import Stopwatch, TrainLog, model_device, progress
-
-    check_xy(X, y, "training data")
-    check_sgd(epochs, batch_size, lr, momentum, weight_decay, schedule)
+def loss_closure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, options: FastOptions, *, seed: int = 0,
+                 augment: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The cross-entropy ``loss_of_batch(idx)`` of :func:`course_lib.train.sgd_steps` with this
+    module's numerics: ``X`` and ``y`` moved to the model's device once (channels-last for a conv
+    model when ``options.channels_last``), ``idx`` expected on that device (``sgd_steps(...,
+    index_device=...)`` moves each epoch's order once), crop + flip on the device, bf16 autocast
+    when ``options.bf16``, and the model compiled when ``options.compile`` names a mode. A
+    compilation that fails on the first batch warns and falls back to eager mode."""
     dev = model_device(model)
-    opts = resolve_options(dev, bf16, channels_last, compile)
-    log = TrainLog()
-    if epochs == 0:
-        return log
-    n = X.shape[0]
     Xd, yd = X.to(dev), y.to(dev)
-    if opts.channels_last:
+    if options.channels_last:
         Xd = _channels_last(model, Xd)
-    layout = torch.channels_last if opts.channels_last and Xd.ndim == 4 and _has_conv(model) else None
+    layout = torch.channels_last if options.channels_last and Xd.ndim == 4 and _has_conv(model) else None
     aug, aug_gen = _augmenter(augment, dev, seed, layout is not None)
-    net = model if opts.compile is None else torch.compile(model, mode=opts.compile)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = _optimizer(params, dev, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    batch_size = config.smoke_cap(batch_size, config.SMOKE_BATCH)
-    total = epochs * -(-n // batch_size)
-    stop = config.smoke_cap(total, config.SMOKE_STEPS)  # a smoke run's step cap (config.smoke)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, schedule))
-    reference = snapshot(model) if mask is not None else None
-    if mask is not None:
-        mask = {k: m.to(dev) for k, m in mask.items()}  # moved once, not at every step
-    order_gen = torch.Generator().manual_seed(seed)  # the plain loop's batch order, drawn on the CPU
     loss_fn = nn.CrossEntropyLoss()
+    state = {"net": model if options.compile is None else torch.compile(model, mode=options.compile), "tried": False}
 
-    def forward_backward(module: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        with _autocast(dev, opts.bf16):
-            loss = loss_fn(module(xb).float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss
+    def forward(net: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with _autocast(dev, options.bf16):
+            return loss_fn(net(xb).float(), yb)
 
-    model.train()
-    with Stopwatch() as sw:
-        for _ in progress(range(epochs), desc=desc, total=epochs):
-            order = torch.randperm(n, generator=order_gen).to(dev, non_blocking=True)
-            running = torch.zeros((), device=dev)
-            for start in range(0, n, batch_size):
-                if log.steps == stop:
-                    break
-                idx = order[start:start + batch_size]
-                xb, yb = Xd[idx], yd[idx]
-                if aug is not None:
-                    xb = aug(xb, aug_gen)
-                if layout is not None:
-                    xb = xb.contiguous(memory_format=layout)
-                if net is not model and log.steps == 0:
-                    try:
-                        loss = forward_backward(net, xb, yb)
-                    except Exception as exc:  # noqa: BLE001  (any compiler failure: carry on eagerly)
-                        warnings.warn(f"torch.compile(mode={opts.compile!r}) failed ({type(exc).__name__}: "
-                                      f"{str(exc)[:200]}); training continues in eager mode", RuntimeWarning)
-                        net = model
-                        loss = forward_backward(net, xb, yb)
-                else:
-                    loss = forward_backward(net, xb, yb)
-                opt.step()
-                sched.step()
-                if mask is not None:
-                    restore_masked(model, mask, reference)
-                running += loss.detach().float() * idx.numel()
-                log.steps += 1
-            log.losses.append(float(running) / n)  # the one host-device synchronisation per epoch
-            if log.steps == stop:
-                break
-    log.seconds = sw.seconds
-    return log
+    def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
+        xb, yb = Xd[idx], yd[idx]
+        if aug is not None:
+            xb = aug(xb, aug_gen)
+        if layout is not None:
+            xb = xb.contiguous(memory_format=layout)
+        if state["net"] is model or state["tried"]:
+            return forward(state["net"], xb, yb)
+        state["tried"] = True       # the compiled module is tried on the first batch only
+        try:
+            return forward(state["net"], xb, yb)
+        except Exception as exc:  # noqa: BLE001  (any compiler failure: carry on eagerly)
+            warnings.warn(f"torch.compile(mode={options.compile!r}) failed ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}); training continues in eager mode", RuntimeWarning)
+            state["net"] = model
+            return forward(model, xb, yb)
+
+    return loss_of_batch
 
 
 @torch.no_grad()
@@ -215,8 +183,6 @@ def predict_fast(model: nn.Module, X: torch.Tensor, batch_size: int = 1024, *, w
     """Logits (``what="logits"``) or penultimate features (``what="features"``) ``[N, ...]``,
     float32 on the CPU, eval mode: inputs go to the device in chunks of up to 1 GiB, the batches
     run in bf16 / channels-last, and the outputs come back to the host in one copy."""
-    from .train import model_device
-
     if what not in ("logits", "features"):
         raise ValueError(f"what must be 'logits' or 'features', got {what!r}")
     if not isinstance(X, torch.Tensor) or X.ndim < 2 or X.shape[0] == 0:
@@ -232,10 +198,8 @@ def predict_fast(model: nn.Module, X: torch.Tensor, batch_size: int = 1024, *, w
     fn = model if what == "logits" else model.features
     row_bytes = max(1, X[0].numel() * X.element_size())
     chunk = max(batch_size, (_CHUNK_BYTES // row_bytes) // batch_size * batch_size)
-    was_training = model.training
-    model.eval()
     outs = []
-    try:
+    with eval_mode(model):
         for c in range(0, X.shape[0], chunk):
             Xc = X[c:c + chunk].to(dev, non_blocking=True)
             if conv and Xc.ndim == 4:
@@ -243,6 +207,4 @@ def predict_fast(model: nn.Module, X: torch.Tensor, batch_size: int = 1024, *, w
             for s in range(0, Xc.shape[0], batch_size):
                 with _autocast(dev, opts.bf16):
                     outs.append(fn(Xc[s:s + batch_size]))
-    finally:
-        model.train(was_training)
     return torch.cat(outs).float().cpu()

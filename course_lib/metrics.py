@@ -48,7 +48,8 @@ set's size and a similar label mix; uniform sampling matches that mix in expecta
 retain and test share class proportions (random forgetting), whereas no retain subset can
 match it once a class is forgotten (the retain set has none of that class).
 
-All percentages are on a 0-100 scale.
+All percentages are on a 0-100 scale. ``accuracy`` is :func:`course_lib.params.accuracy`, the
+course's one accuracy (re-exported here); logits come from :func:`course_lib.train.predict_logits`.
 """
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ from torch import nn
 
 from . import config
 from . import data as _data
-from .validation import check_indices
+from .params import accuracy  # noqa: F401  (metrics.accuracy is the course's one accuracy)
 from .train import predict_logits
+from .validation import check_indices
 
 #: Metrics compared with the retrained model in the disparity average.
 DISPARITY_METRICS = ("UA", "MIA-Efficacy", "RA", "TA")
@@ -80,17 +82,6 @@ def _as_numpy(a, name: str, ndim: int = 1) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
-
-
-def accuracy(pred, y) -> float:
-    """Share (%) of ``pred`` ``[N]`` equal to ``y`` ``[N]``; ``pred`` may also be logits ``[N, C]``."""
-    p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
-    t = _as_numpy(y, "y")
-    if p.ndim == 2:
-        p = p.argmax(1)
-    if p.shape != t.shape:
-        raise ValueError(f"predictions {p.shape} and labels {t.shape} differ in shape")
-    return 100.0 * float(np.mean(p == t))
 
 
 def unlearning_accuracy(pred_forget, y_forget) -> float:
@@ -231,16 +222,17 @@ def evaluate(model: nn.Module, data: _data.DataSplit, forget_idx: torch.Tensor, 
         test_keep &= y_te != c
     if not test_keep.any():
         raise ValueError("exclude_classes removes every test example")
-    # a smoke run (config.smoke) predicts on the first SMOKE_EVAL_ROWS rows of each set (sizes only);
-    # otherwise on every row, in the same batches as always
-    cap = lambda idx: idx[:config.smoke_cap(len(idx), config.SMOKE_EVAL_ROWS)]   # noqa: E731
+    # under a capped budget (config.budget: a smoke run) predict on the first eval_rows rows of each
+    # set (sizes only); otherwise on every row, in the same batches as always
+    budget = config.budget()
+    cap = lambda idx: idx[:budget.cap_eval_rows(len(idx))]   # noqa: E731
     f_idx, r_idx = cap(forget_idx), cap(retain_idx)
     te_idx, kept = cap(torch.arange(len(y_te))), cap(torch.nonzero(test_keep).flatten())
-    smoke = config.smoke()
-    tr_rows = torch.unique(torch.cat([f_idx, r_idx])) if smoke else torch.arange(N)
-    te_rows = torch.unique(torch.cat([te_idx, kept])) if smoke else torch.arange(len(y_te))
-    logits_train = predict_logits(model, data.X_train[tr_rows] if smoke else data.X_train)
-    logits_test = predict_logits(model, data.X_test[te_rows] if smoke else data.X_test)
+    capped = budget.eval_rows is not None
+    tr_rows = torch.unique(torch.cat([f_idx, r_idx])) if capped else torch.arange(N)
+    te_rows = torch.unique(torch.cat([te_idx, kept])) if capped else torch.arange(len(y_te))
+    logits_train = predict_logits(model, data.X_train[tr_rows] if capped else data.X_train)
+    logits_test = predict_logits(model, data.X_test[te_rows] if capped else data.X_test)
     if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
         raise ValueError("the model outputs NaN or infinite logits: the method diverged "
                          "(try a smaller learning rate or fewer epochs)")

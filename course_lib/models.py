@@ -5,13 +5,20 @@ representation, used for encoders and UMAP plots) and ``head`` (the last linear 
 * :class:`SmallCNN`: two conv layers and a hidden layer, for 8x8 digits (any image size works).
 * :class:`ResNet18`: the CIFAR variant (3x3 stem, stride 1, no max-pool), 11.2 M parameters.
 * :class:`MLP`: flattens its input.
+
+:func:`make_model` builds one by name, :func:`seeded` draws it under a seed, and
+:func:`reset_parameters` gives a copy with fresh weights for the same architecture, and
+:func:`n_outputs` counts a model's outputs.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 from torch import nn
+
+from .params import eval_mode, model_device
 
 
 class SmallCNN(nn.Module):
@@ -125,6 +132,28 @@ def seeded(make: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return make()
+
+
+def reset_parameters(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with fresh weights for its architecture, drawn under ``seed`` (every
+    submodule's own ``reset_parameters``, in registration order). ``model`` itself is not changed;
+    the same seed always gives the same weights (the Retrain oracle's and RFT's fresh start)."""
+
+    def make():
+        fresh = copy.deepcopy(model)
+        for mod in fresh.modules():
+            if hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
+        return fresh
+
+    return seeded(make, seed)
+
+
+def n_outputs(model: nn.Module, X: torch.Tensor) -> int:
+    """Number of outputs (classes) of ``model``, from one forward pass on ``X[:1]`` in eval mode
+    (no gradient; batch-norm statistics untouched; the model's mode is kept)."""
+    with eval_mode(model), torch.no_grad():
+        return int(model(X[:1].to(model_device(model))).shape[1])
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -123,25 +123,33 @@ def global_topk(scores: dict[str, torch.Tensor], k: int, *, largest: bool = True
     return {n: part.view(scores[n].shape).to(scores[n].device) for n, part in zip(names, parts)}
 
 
+def _batch_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int, reduction: str):
+    """``(name, gradient)`` pairs of the cross-entropy (``reduction`` over each batch) of ``X``, ``y``
+    taken ``batch_size`` rows at a time, in order, in eval mode (the model's mode is kept), one list
+    per batch."""
+    if not isinstance(X, torch.Tensor) or X.shape[0] == 0:
+        raise ValueError("the data set is empty: a gradient needs at least one example")
+    batch_size = check_int(batch_size, "batch_size", 1)
+    dev = model_device(model)
+    params = trainable(model)
+    with eval_mode(model):
+        for s in range(0, X.shape[0], batch_size):
+            loss = F.cross_entropy(model(X[s:s + batch_size].to(dev)).float(), y[s:s + batch_size].to(dev),
+                                   reduction=reduction)
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            yield [(n, g) for n, g in zip(params, grads) if g is not None]
+
+
 def mean_loss_gradient(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
                        batch_size: int = 256) -> Params:
     """Gradient of the mean cross-entropy over ``data = (X, y)`` at the current weights, by
     parameter name (float32, on the model's device): per-batch sums added up and divided by the
     number of examples, so it equals the full-batch gradient. Eval mode; the model's mode is kept."""
     X, y = data
-    if not isinstance(X, torch.Tensor) or X.shape[0] == 0:
-        raise ValueError("the data set is empty: a gradient needs at least one example")
-    batch_size = check_int(batch_size, "batch_size", 1)
-    dev = model_device(model)
-    params = trainable(model)
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    with eval_mode(model):
-        for s in range(0, X.shape[0], batch_size):
-            loss = F.cross_entropy(model(X[s:s + batch_size].to(dev)).float(), y[s:s + batch_size].to(dev),
-                                   reduction="sum")
-            for (n, _), g in zip(params.items(), torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
-                if g is not None:
-                    total[n] += g
+    total = {n: torch.zeros_like(p) for n, p in trainable(model).items()}
+    for grads in _batch_gradients(model, X, y, batch_size, "sum"):
+        for n, g in grads:
+            total[n] += g
     return {n: g / X.shape[0] for n, g in total.items()}
 
 
@@ -150,20 +158,12 @@ def empirical_fisher_diagonal(model: nn.Module, X: torch.Tensor, y: torch.Tensor
     """The *empirical* Fisher diagonal as SSD's public code estimates it: the mean over mini-batches
     (in order) of the squared gradient of each batch's mean cross-entropy with the given labels
     ``y``. Eval mode; the model's mode is kept."""
-    if not isinstance(X, torch.Tensor) or X.shape[0] == 0:
-        raise ValueError("the Fisher information needs at least one example")
-    batch_size = check_int(batch_size, "batch_size", 1)
-    dev = model_device(model)
-    params = trainable(model)
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    total = {n: torch.zeros_like(p) for n, p in trainable(model).items()}
     n_batches = 0
-    with eval_mode(model):
-        for s in range(0, X.shape[0], batch_size):
-            loss = F.cross_entropy(model(X[s:s + batch_size].to(dev)).float(), y[s:s + batch_size].to(dev))
-            for (n, _), g in zip(params.items(), torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
-                if g is not None:
-                    total[n] += g.detach() ** 2
-            n_batches += 1
+    for grads in _batch_gradients(model, X, y, batch_size, "mean"):
+        for n, g in grads:
+            total[n] += g.detach() ** 2
+        n_batches += 1
     return {n: t / n_batches for n, t in total.items()}
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import config, data as _data, models, train
-from .validation import check_seeds
+from .validation import check_int, check_seeds
 
 PIXEL_NOISE = 0.5
 RANDOM_FRACTION = 0.1
@@ -197,8 +197,7 @@ def make(name: str, seed: int = 0, fast: bool | None = None, recipe: str = "defa
         raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(recipes())}")
     if name not in DESCRIPTIONS:
         raise ValueError(f"unknown scenario {name!r}; available: {', '.join(DESCRIPTIONS)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     fast = config.fast_mode(fast)
     base = base_data(fast)
     recipe_name, recipe = recipe, (RECIPES[fast] if recipe == "default" else RECIPE_VARIANTS[recipe][fast])
@@ -284,7 +283,7 @@ def compare(name: str | Callable[[int], Scenario], methods: Sequence[str], *, se
     seeds = check_seeds(list(seeds))
     methods = list(methods)
     for m in methods:
-        unlearn._resolve(m)
+        unlearn.resolve(m)
     hp = dict(hp or {})
     unknown = sorted(set(hp) - set(methods))
     if unknown:

@@ -21,8 +21,9 @@ up to float rounding (tested), and do not depend on which other models share the
                                         alpha=0.95, epochs=5, lr=0.02)      # course_lib.unlearn.baselines
     logits = retrained.predict_logits(X_f)          # [32, n_forget, n_classes]
 
-The stack trains on :mod:`course_lib.engine` (its SGD step and schedule). What is minimised is
-not built in: :meth:`StackedModels.train` takes a loss closure ``loss(params, rows) -> [N]`` (one
+The stack trains on :mod:`course_lib.engine`, the course's loop for stacks of models
+(:func:`~course_lib.engine.run_steps`, its SGD step and schedule, capped by the session's
+:func:`course_lib.config.budget`). What is minimised is not built in: :meth:`StackedModels.train` takes a loss closure ``loss(params, rows) -> [N]`` (one
 loss per model), :meth:`StackedModels.fit` is cross-entropy, NegGrad+ passes its own loss
 (:func:`course_lib.unlearn.baselines.neggrad_plus_population`), and DP-SGD its own clipped and
 noised gradients through :meth:`StackedModels.run` (:func:`course_lib.dp.fit_stacked`).
@@ -42,11 +43,11 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from . import config, engine
+from .engine import Stopwatch, TrainLog
 from .models import seeded
-from .train import Stopwatch, TrainLog, progress
+from .params import Params
+from .params import accuracy as _accuracy
 from .validation import check_seeds, check_sgd, check_xy
-
-Params = dict[str, torch.Tensor]
 
 
 class StackedModels:
@@ -137,7 +138,7 @@ class StackedModels:
         """Top-1 accuracy (%) of every model: ``[N]``."""
         check_xy(X, y, "evaluation data")
         pred = self.predict_logits(X).argmax(-1)
-        return 100.0 * (pred == y.cpu()[None]).double().mean(1).numpy()
+        return np.array([_accuracy(p, y.cpu()) for p in pred])      # the course's one accuracy, per model
 
     # ----------------------------------------------------------------------- training
     def orders(self, n_rows: int, gens: list[torch.Generator]) -> torch.Tensor:
@@ -147,29 +148,29 @@ class StackedModels:
     def run(self, grads_of_step: Callable[[Params], tuple[Params, torch.Tensor]], *, epochs: int,
             steps_per_epoch: int, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
             schedule: str = "cosine", desc: str = "stacked") -> "StackedModels":
-        """The loop under every training of the stack: ``epochs * steps_per_epoch`` SGD steps
-        (:func:`course_lib.engine.sgd_update`, learning rate per :func:`course_lib.engine.lr_factor`).
+        """Every training of the stack: ``epochs * steps_per_epoch`` SGD steps on the engine's loop
+        (:func:`course_lib.engine.run_steps`, learning rate per :func:`course_lib.engine.lr_factor`),
+        capped by the session's budget (:func:`course_lib.config.budget`).
         ``grads_of_step(params) -> (grads {name: [N, ...]}, value)`` computes one step's
         gradients; ``value`` (a scalar tensor) is averaged per epoch into ``self.log.losses``."""
         check_sgd(epochs, 1, lr, momentum, weight_decay, schedule)
-        total, step, M = epochs * steps_per_epoch, 0, {k: torch.zeros_like(v) for k, v in self.params.items()}
-        stop = config.smoke_cap(total, config.SMOKE_STEPS)  # a smoke run's step cap (config.smoke)
+        total = epochs * steps_per_epoch
+        stop = config.budget().cap_steps(total)
+        lrs = [lr * engine.lr_factor(t, total, schedule) for t in range(stop)]
+        M = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        values = []
+
+        def step(t: int, P: Params) -> Params:
+            grads, value = grads_of_step(P)
+            values.append(value.detach())          # summed per epoch afterwards: no GPU sync per step
+            return grads
+
         self.log = TrainLog()
         with Stopwatch() as sw:
-            for _ in progress(range(epochs), desc=desc, total=epochs):
-                running = 0.0
-                for _ in range(steps_per_epoch):
-                    if step == stop:
-                        break
-                    grads, value = grads_of_step(self.params)
-                    engine.sgd_update(self.params, M, grads, lr * engine.lr_factor(step, total, schedule),
-                                      momentum, weight_decay)
-                    step += 1
-                    running = running + value.detach()          # no GPU sync per step
-                self.log.losses.append(float(running) / max(steps_per_epoch, 1))
-                if step == stop:
-                    break
-        self.log.steps, self.log.seconds = step, sw.seconds
+            engine.run_steps(self.params, M, lrs, step, momentum=momentum, weight_decay=weight_decay,
+                             desc=desc if stop else None)
+        self.log.losses = _epoch_means(values, epochs, steps_per_epoch)
+        self.log.steps, self.log.seconds = stop, sw.seconds
         return self
 
     def train(self, loss: Callable[[Params, torch.Tensor], torch.Tensor], n_rows: int, *, epochs: int = 20,
@@ -180,7 +181,7 @@ class StackedModels:
         its seed) in batches of ``batch_size``; ``loss(params, rows [N, B]) -> [N]`` (one loss per
         model, ``params`` the stacked parameters). ``self.log.losses``: mean loss per epoch."""
         check_sgd(epochs, batch_size, lr, momentum, weight_decay, schedule)
-        batch_size = config.smoke_cap(batch_size, config.SMOKE_BATCH)  # a smoke run's batch cap, as train.sgd_steps
+        batch_size = config.budget().cap_batch(batch_size)  # the session's batch cap, as train.sgd_steps
         gens = [torch.Generator().manual_seed(s) for s in self.seeds]
         spe = -(-n_rows // batch_size)
         state = {"order": None, "t": spe}
@@ -214,3 +215,18 @@ class StackedModels:
         constant learning rate per step)."""
         return self.train(self.ce_loss(X, y), X.shape[0], epochs=epochs, lr=lr, batch_size=batch_size,
                           momentum=momentum, weight_decay=weight_decay, schedule=schedule, desc=desc)
+
+
+def _epoch_means(values: list[torch.Tensor], epochs: int, steps_per_epoch: int) -> list[float]:
+    """The per-epoch means of :meth:`StackedModels.run`'s step values (each summed over the steps an
+    epoch took, divided by ``steps_per_epoch``), for every epoch that took a step (at least one
+    when ``epochs > 0``)."""
+    spe = max(steps_per_epoch, 1)
+    n = min(epochs, max(1, -(-len(values) // spe)))
+    out = []
+    for e in range(n):
+        running = 0.0
+        for v in values[e * spe:(e + 1) * spe]:
+            running = running + v
+        out.append(float(running) / spe)
+    return out

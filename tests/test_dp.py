@@ -72,3 +72,21 @@ def test_bad_arguments():
         dp.epsilon_spent([])
     with pytest.raises(ValueError):
         dp.noise_for_epsilon(0.0, 1e-5, 0.1, 10)
+
+
+def test_train_dp_runs_on_the_one_single_model_loop(monkeypatch):
+    """train_dp hands opacus' Poisson batches and DPOptimizer to train.sgd_steps (no loop of its own):
+    one loop call, constant rate, no weight decay, and the steps the loop reports."""
+    from course_lib import train
+
+    calls = []
+
+    def spy(*a, **k):
+        calls.append(k)
+        return train.sgd_steps(*a, **k)
+
+    monkeypatch.setattr(dp, "sgd_steps", spy)
+    X, y = _data()
+    r = dp.train_dp(make(), X, y, noise_multiplier=1.0, epochs=2, batch_size=32, seed=1)
+    assert len(calls) == 1 and calls[0]["schedule"] == "constant" and calls[0]["weight_decay"] == 0.0
+    assert len(calls[0]["batches"]) == 4 and r.steps == r.log.steps > 0

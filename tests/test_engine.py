@@ -75,3 +75,23 @@ def test_a_slot_trained_in_a_group_equals_plain_sgd():
         opt.step()
     for n, p in ref.named_parameters():
         torch.testing.assert_close(P[n][0], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_run_steps_is_the_one_stack_loop_and_updates_the_dicts_in_place():
+    """run_steps with one rate per step (a list) takes sgd_update's step at every t, handing the
+    current parameters to grads_of_step; P and M are the dicts given, updated in place."""
+    P0 = {"w": torch.randn(3, 4, generator=torch.Generator().manual_seed(0))}
+    P, M = {"w": P0["w"].clone()}, {"w": torch.zeros(3, 4)}
+    seen = []
+
+    def grads(t, Pt):
+        seen.append(Pt["w"].clone())
+        return {"w": 2 * Pt["w"]}                                  # the gradient of sum(w ** 2)
+
+    out = engine.run_steps(P, M, [0.1, 0.05, 0.02], grads, momentum=0.9, weight_decay=0.01)
+    assert out[0] is P and out[1] is M and len(seen) == 3
+    Q, N = {"w": P0["w"].clone()}, {"w": torch.zeros(3, 4)}
+    for t, lr in enumerate([0.1, 0.05, 0.02]):
+        assert torch.equal(seen[t], Q["w"])
+        engine.sgd_update(Q, N, {"w": 2 * Q["w"]}, lr, 0.9, 0.01)
+    assert torch.equal(P["w"], Q["w"]) and torch.equal(M["w"], N["w"])

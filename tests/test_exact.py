@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import models
+from course_lib import config, models
 from course_lib.exact import base, costs, legonet, ridge, sisa
 from course_lib.validation import NotFittedError
 
@@ -119,7 +119,7 @@ def test_legonet_encodings_do_not_depend_on_batch_mates(encoder, batch_size):
 @pytest.mark.parametrize("name", ["sisa-loop", "legonet-cached", "ridge"])
 def test_get_params_set_params_and_clone(name):
     """get_params names every constructor argument; clone is unfitted with equal parameters;
-    set_params validates and keeps the fitted state; unknown parameters are refused."""
+    set_params stores (fit validates) and keeps the fitted state; unknown parameters are refused."""
     est = ESTIMATORS[name]()
     params = est.get_params()
     c = base.clone(est)
@@ -131,15 +131,18 @@ def test_get_params_set_params_and_clone(name):
 
 
 def test_set_params_changes_how_a_fitted_sisa_predicts():
-    """SISA's aggregation can be switched on a fitted model without refitting."""
+    """SISA's aggregation can be switched on a fitted model without refitting; as in
+    scikit-learn set_params only stores, and a bad value is refused where it is used."""
     X, y = _data()
     m = sisa.SISA(3, 1, _mlp, 1, seed=0, batch_size=16).fit(X, y)
     vote = m.predict_proba(X)
     mean = m.set_params(aggregation="mean").predict_proba(X)
     assert m.aggregation == "mean" and not torch.equal(vote, mean)
     with pytest.raises(ValueError, match="aggregation"):
-        m.set_params(aggregation="median")
-    assert m.aggregation == "mean"
+        m.set_params(aggregation="median").predict_proba(X)
+    with pytest.raises(ValueError, match="aggregation"):
+        base.clone(m).fit(X, y)
+    assert torch.equal(m.set_params(aggregation="mean").predict_proba(X), mean)
 
 
 def test_report_samples_are_epochs_times_rows_for_both_estimators():
@@ -174,7 +177,8 @@ def test_uniform_request_cost_formula_against_brute_force():
     for i in range(shard.numel()):
         removed = torch.zeros_like(shard, dtype=torch.bool)
         removed[i] = True
-        c = costs.sisa_request_cost(shard, slc, removed, n_slices=R, epochs_per_slice=e, batch_size=8)
+        c = costs.sisa_request_cost(shard, slc, removed, n_slices=R, epochs_per_slice=e, batch_size=8,
+                                    budget=config.UNCAPPED)   # the formula is for an uncapped run
         total += c["samples"] + e * (R - int(slc[i]))      # add the removed row back: the formula's limit
     assert total / shard.numel() == pytest.approx(costs.sisa_uniform_request_cost(R * per_slice, S, R, e))
 

@@ -232,11 +232,11 @@ def test_bad_arguments_are_refused(split, encoder):
     private = split[0]
     X, y = private.X_train[:100], private.y_train[:100]
     with pytest.raises(ValueError, match="k <= n_adapters"):
-        legonet.LegoNet(encoder, 5, 6)
+        legonet.LegoNet(encoder, 5, 6).fit(X, y)
     with pytest.raises(ValueError, match="key_noise"):
-        legonet.LegoNet(encoder, 5, 2, -0.1)
+        legonet.LegoNet(encoder, 5, 2, -0.1).fit(X, y)
     with pytest.raises(ValueError, match="n_adapters"):
-        legonet.LegoNet(encoder, 0, 1)
+        legonet.LegoNet(encoder, 0, 1).fit(X, y)
     with pytest.raises(ValueError, match="at most 100 adapters"):
         legonet.LegoNet(encoder, 101, 2, epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="duplicates"):

@@ -231,7 +231,7 @@ def test_rft_keeps_unmasked_weights_bitwise_and_resets_masked_ones():
     before = masks.snapshot(m)
     res0 = unlearn.unlearn("rft", m, R, F, mask=mk, epochs=0, seed=5)       # reset only
     res = unlearn.unlearn("rft", m, R, F, mask=mk, epochs=2, seed=5)
-    fresh = dict(unlearn.baselines._reset(m, __import__("course_lib").config.derive_seed(5, 7)).named_parameters())
+    fresh = dict(models.reset_parameters(m, __import__("course_lib").config.derive_seed(5, 7)).named_parameters())
     after0, after = dict(res0.model.named_parameters()), dict(res.model.named_parameters())
     for n, p in before.items():
         if n.startswith("head."):
@@ -255,12 +255,12 @@ def test_del_is_localize_plus_rft():
 
 def test_ssd_dampens_exactly_the_forget_specialised_parameters():
     """SSD multiplies by min(lam I_D / I_f, 1) where I_f > alpha I_D and leaves every other parameter bitwise."""
-    from course_lib.unlearn.localised import fisher_diagonal
+    from course_lib.params import empirical_fisher_diagonal as fisher_diagonal
 
     m, F, R = tiny(), data(), data(40, seed=1)
     alpha, lam = 2.0, 1.0
     X = torch.cat([R[0], F[0]]); y = torch.cat([R[1], F[1]])
-    i_d, i_f = fisher_diagonal(m, X, y, 16), fisher_diagonal(m, *F, 16)
+    i_d, i_f = fisher_diagonal(m, X, y, batch_size=16), fisher_diagonal(m, *F, batch_size=16)
     out = dict(unlearn.unlearn("ssd", m, R, F, alpha=alpha, lam=lam, batch_size=16).model.named_parameters())
     n_sel = 0
     for n, p in m.named_parameters():

@@ -54,3 +54,21 @@ def test_count_parameters_trainable_only():
     for p in m.body.parameters():
         p.requires_grad_(False)
     assert models.count_parameters(m, trainable_only=True) == 8
+
+
+def test_reset_parameters_draws_fresh_weights_under_a_seed_and_leaves_the_model_alone():
+    """reset_parameters: a copy with new weights, the same for the same seed; the model itself unchanged."""
+    m = models.seeded(lambda: models.SmallCNN(10, width=4, feature_dim=8), 0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    a, b = models.reset_parameters(m, 3), models.reset_parameters(m, 3)
+    assert a is not m and params_equal(a, b)
+    assert not params_equal(a, m) and not params_equal(a, models.reset_parameters(m, 4))
+    assert all(torch.equal(p, before[n]) for n, p in m.named_parameters())
+
+
+def test_n_outputs_counts_classes_without_touching_batch_norm_or_the_mode():
+    """n_outputs runs one example in eval mode: running statistics and the training flag are kept."""
+    m = models.ResNet18(7).train()
+    stats = m.stem[1].running_mean.clone()
+    assert models.n_outputs(m, torch.randn(3, 3, 32, 32)) == 7
+    assert m.training and torch.equal(m.stem[1].running_mean, stats)

@@ -193,6 +193,18 @@ def test_imp_rewinds_to_the_stated_epoch(digits):
         assert (dict(tr.model.named_parameters())[n][~tr.mask[n]] == 0).all()
 
 
+def test_imp_reports_the_samples_a_capped_run_trained_on(digits, monkeypatch):
+    """Under the smoke budget IMP's cost is the rows its loops ran (steps x capped batch), not the plan."""
+    from course_lib import config
+
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    b = config.budget()
+    tr = masks.imp_trace(_cnn(), digits.X_train[:200], digits.y_train[:200], 0.5, rounds=3, epochs=3,
+                         rewind_epoch=1, batch_size=64, lr=0.05)
+    assert len(tr.masks) == b.iterations
+    assert tr.samples == (1 + b.iterations) * b.steps * b.batch
+
+
 def test_imp_refuses_a_rewind_point_at_or_after_the_end(digits):
     """rewind_epoch must lie in [0, epochs)."""
     with pytest.raises(ValueError, match="rewind_epoch"):

@@ -87,7 +87,7 @@ def test_bad_removals_and_inputs():
     with pytest.raises(ValueError, match="not fitted"):
         Ridge().remove([0])
     with pytest.raises(ValueError, match="alpha"):
-        Ridge(alpha=-1)
+        Ridge(alpha=-1).fit(X, Y)
     with pytest.raises(ValueError, match="rows"):
         Ridge().fit(X, Y[:5])
     with pytest.raises(ValueError, match="2-D"):

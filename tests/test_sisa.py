@@ -179,7 +179,7 @@ def test_shard_trained_alone_equals_shard_in_full_group(small):
     X, y, _ = small
     model = SISA(6, 2, mlp, seed=0, group_size=4, vectorize=True, **HP).fit(X, y)
     for s in (1, 5):
-        ckpts, _, _ = model._train(model._data, {s: 0}, {})
+        ckpts, _, _ = model._retrain(model._data, {s: 0})
         for r in range(2):
             full = model.checkpoint(s, r)
             for n in full["params"]:
@@ -398,11 +398,13 @@ def test_bad_requests_change_nothing(small):
     (dict(schedule="step"), "schedule"), (dict(seed=-1), "seed"), (dict(make_model=3), "make_model"),
     (dict(lr=0.0), "lr"), (dict(vectorize="yes"), "vectorize"), (dict(shard_of=[0.5, 1.0]), "shard_of"),
 ])
-def test_bad_arguments(kwargs, msg):
+def test_bad_arguments(small, kwargs, msg):
+    """Bad constructor arguments are refused by fit (the constructor only stores them)."""
+    X, y, _ = small
     args = dict(n_shards=2, n_slices=2, make_model=mlp)
     args.update(kwargs)
     with pytest.raises(ValueError, match=msg):
-        SISA(**args)
+        SISA(**args).fit(X, y)
 
 
 def test_bad_fit_input(small):

@@ -112,3 +112,54 @@ def test_sgd_steps_custom_loss_by_hand():
     assert w.weight.item() == pytest.approx(0.8 ** 4)
     empty = train.sgd_steps(w, 4, lambda idx: (w.weight ** 2).sum(), epochs=0, batch_size=2, lr=0.1)
     assert empty.steps == 0 and empty.losses == []
+
+
+def test_sgd_steps_runs_given_batches_and_optimizer_and_skips_empty_ones():
+    """Given batches (e.g. opacus' Poisson batches) replace the seeded ones, an empty batch is no
+    step, the optimiser factory gets the loop's hyper-parameters, and an epoch's loss is the
+    row-weighted mean of its batch losses."""
+    w = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        w.weight.fill_(1.0)
+    batches = [torch.tensor([0, 1, 2]), torch.tensor([], dtype=torch.long), torch.tensor([3])]
+    made, seen = [], []
+
+    class Batches:
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            return iter(batches)
+
+    def make(params, **hp):
+        made.append(hp)
+        return torch.optim.SGD(params, **hp)
+
+    def loss(idx):
+        seen.append(idx.tolist())
+        return (w.weight ** 2).sum() * (1 + len(seen))
+
+    log = train.sgd_steps(w, 4, loss, epochs=1, batch_size=2, lr=0.1, momentum=0.0, weight_decay=0.0,
+                          schedule="constant", optimizer=make, batches=Batches())
+    assert made == [dict(lr=0.1, momentum=0.0, weight_decay=0.0)]
+    assert seen == [[0, 1, 2], [3]] and log.steps == 2
+    l1, l2 = 2 * 1.0, 3 * 0.6 ** 2               # the two batch losses (w = 1, then 1 - 0.1 * 4)
+    assert log.losses[0] == pytest.approx((3 * l1 + 1 * l2) / 4)
+
+
+def test_a_smoke_run_reports_the_mean_loss_of_the_rows_it_ran(digits, monkeypatch):
+    """Under the smoke budget the loop takes SMOKE_STEPS steps and its epoch loss is the mean over
+    the rows of those steps only (the work it did), not over the whole epoch's rows."""
+    from course_lib import config
+
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    m, batch_losses = _small(), []
+
+    def loss(idx):
+        out = torch.nn.functional.cross_entropy(m(digits.X_train[idx]), digits.y_train[idx])
+        batch_losses.append(float(out.detach()))
+        return out
+
+    log = train.sgd_steps(m, 300, loss, epochs=3, batch_size=64, lr=0.01)
+    assert log.steps == config.SMOKE_STEPS == len(batch_losses) and len(log.losses) == 1
+    assert log.losses[0] == pytest.approx(sum(batch_losses) / len(batch_losses), rel=1e-6)

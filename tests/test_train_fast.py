@@ -1,5 +1,5 @@
-"""The fast GPU path (course_lib.fastpath) checked on the CPU: its augmentation, its loop
-against the plain one, its options, and that the CPU keeps the plain loop bit for bit."""
+"""The fast GPU path (course_lib.fastpath) checked on the CPU: its augmentation, train.fit with its
+numerics against the plain numerics, its options, and that the CPU keeps the plain loop bit for bit."""
 import math
 import warnings
 
@@ -13,6 +13,12 @@ from conftest import params_equal
 
 def _small(seed=0):
     return models.seeded(lambda: models.SmallCNN(10, width=8, feature_dim=16), seed)
+
+
+def _fast_fit(model, X, y, *, bf16=None, channels_last=None, compile=None, **kw):
+    """train.fit with the fast path's numerics (what fastpath.fit_fast was), on the model's device."""
+    opts = fastpath.resolve_options(train.model_device(model), bf16, channels_last, compile)
+    return train.fit(model, X, y, numerics=opts, **kw)
 
 
 class _TinyBN(nn.Module):
@@ -150,7 +156,7 @@ def _plain_fit(model, X, y, *, epochs, lr, batch_size, seed, augment=None, mask=
 def test_cpu_fit_is_still_the_plain_loop_bit_for_bit(digits, monkeypatch):
     """On the CPU train.fit never reaches the fast path and gives the plain loop's weights and
     losses bit for bit (with crop + flip and a mask)."""
-    monkeypatch.setattr(fastpath, "fit_fast", lambda *a, **k: pytest.fail("fast path taken on the CPU"))
+    monkeypatch.setattr(fastpath, "loss_closure", lambda *a, **k: pytest.fail("fast path taken on the CPU"))
     X, y = digits.X_train[:150], digits.y_train[:150]
     mask = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) < 0.5
             for n, p in _small().named_parameters() if n != "head.bias"}
@@ -162,7 +168,7 @@ def test_cpu_fit_is_still_the_plain_loop_bit_for_bit(digits, monkeypatch):
 
 
 def test_fast_path_on_cpu_takes_the_same_steps_as_fit(digits):
-    """fit_fast in float32 on the CPU: bit-identical weights, losses and step count to train.fit,
+    """The fast numerics in float32 on the CPU: bit-identical weights, losses and step count to train.fit,
     with crop + flip (moved onto the device generator) and a mask."""
     X, y = digits.X_train[:200], digits.y_train[:200]
     mask = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(3)) < 0.7
@@ -170,7 +176,7 @@ def test_fast_path_on_cpu_takes_the_same_steps_as_fit(digits):
     for kw in (dict(), dict(augment=data.random_crop_flip, mask=mask)):
         a, b = _small(), _small()
         la = train.fit(a, X, y, epochs=2, lr=0.05, batch_size=48, seed=7, **kw)
-        lb = fastpath.fit_fast(b, X, y, epochs=2, lr=0.05, batch_size=48, seed=7, **kw)
+        lb = _fast_fit(b, X, y, epochs=2, lr=0.05, batch_size=48, seed=7, **kw)
         assert params_equal(a, b) and la.losses == lb.losses and la.steps == lb.steps == 10
 
 
@@ -180,8 +186,8 @@ def test_fast_path_channels_last_with_batch_norm_follows_fit_within_tolerance(di
     X, y = digits.X_train[:256], digits.y_train[:256]
     a, b = models.seeded(_TinyBN, 0), models.seeded(_TinyBN, 0)
     la = train.fit(a, X, y, epochs=3, lr=0.05, batch_size=32, seed=1, augment=data.random_crop_flip)
-    lb = fastpath.fit_fast(b, X, y, epochs=3, lr=0.05, batch_size=32, seed=1, augment=data.random_crop_flip,
-                           channels_last=True)
+    lb = _fast_fit(b, X, y, epochs=3, lr=0.05, batch_size=32, seed=1, augment=data.random_crop_flip,
+                   channels_last=True)
     assert lb.losses[-1] < lb.losses[0]
     assert torch.allclose(torch.tensor(la.losses), torch.tensor(lb.losses), rtol=1e-4, atol=1e-5)
     sa, sb = a.state_dict(), b.state_dict()
@@ -198,10 +204,10 @@ def test_fast_path_refuses_bad_options(digits, monkeypatch):
              (dict(batch_size=0), "batch_size"), (dict(schedule="step"), "schedule")]
     for kw, msg in cases:
         with pytest.raises(ValueError, match=msg):
-            fastpath.fit_fast(_small(), X, y, **{"epochs": 1, **kw})
+            _fast_fit(_small(), X, y, **{"epochs": 1, **kw})
     monkeypatch.setenv("COURSE_COMPILE", "bogus")
     with pytest.raises(ValueError, match="compile must be"):
-        fastpath.fit_fast(_small(), X, y, epochs=1)
+        _fast_fit(_small(), X, y, epochs=1)
 
 
 def test_options_default_to_bf16_channels_last_on_cuda_and_compile_from_the_environment(monkeypatch):
@@ -224,20 +230,26 @@ def test_dispatch_only_on_cuda_and_not_when_switched_off(monkeypatch):
 
 
 def test_train_functions_hand_every_argument_to_the_fast_path_when_enabled(digits, monkeypatch):
-    """With the fast path switched on, fit / predict_logits / features forward all their arguments."""
+    """With the fast path switched on, fit builds its loss with the fast numerics and hands all its
+    arguments to the one loop, train.sgd_steps (with the fused optimiser and device-side batch
+    indices); predict_logits / features forward all theirs to predict_fast."""
     calls = []
     monkeypatch.setattr(fastpath, "enabled", lambda dev: True)
-    monkeypatch.setattr(fastpath, "fit_fast", lambda *a, **k: calls.append(("fit", a, k)) or "log")
+    monkeypatch.setattr(fastpath, "loss_closure", lambda *a, **k: calls.append(("loss", a, k)) or "loss_fn")
+    monkeypatch.setattr(train, "sgd_steps", lambda *a, **k: calls.append(("fit", a, k)) or "log")
     monkeypatch.setattr(fastpath, "predict_fast", lambda *a, **k: calls.append(("predict", a, k)) or "out")
     m, X, y = _small(), digits.X_train[:10], digits.y_train[:10]
     mask = {}
     assert train.fit(m, X, y, epochs=3, lr=0.1, batch_size=5, momentum=0.5, weight_decay=0.0, seed=2,
                      schedule="constant", augment=data.random_crop_flip, mask=mask, desc="d") == "log"
-    assert calls[0][1] == (m, X, y) and calls[0][2] == dict(
-        epochs=3, lr=0.1, batch_size=5, momentum=0.5, weight_decay=0.0, seed=2, schedule="constant",
-        augment=data.random_crop_flip, mask=mask, desc="d")
+    assert calls[0][1] == (m, X, y, fastpath.resolve_options(torch.device("cpu")))
+    assert calls[0][2] == dict(seed=2, augment=data.random_crop_flip)
+    fit_kw = dict(calls[1][2])
+    assert calls[1][1] == (m, 10, "loss_fn") and callable(fit_kw.pop("optimizer"))
+    assert fit_kw == dict(epochs=3, lr=0.1, batch_size=5, momentum=0.5, weight_decay=0.0, seed=2,
+                          schedule="constant", mask=mask, desc="d", index_device=torch.device("cpu"))
     assert train.predict_logits(m, X, batch_size=7) == "out" and train.features(m, X, batch_size=3) == "out"
-    assert calls[1][1:] == ((m, X, 7), {"what": "logits"}) and calls[2][1:] == ((m, X, 3), {"what": "features"})
+    assert calls[2][1:] == ((m, X, 7), {"what": "logits"}) and calls[3][1:] == ((m, X, 3), {"what": "features"})
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(digits, monkeypatch):
@@ -250,9 +262,9 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(digits, monkeypatch)
     monkeypatch.setattr(torch, "compile", broken_compile)
     X, y = digits.X_train[:64], digits.y_train[:64]
     a, b = _small(), _small()
-    fastpath.fit_fast(a, X, y, epochs=1, batch_size=16, seed=0)
+    _fast_fit(a, X, y, epochs=1, batch_size=16, seed=0)
     with pytest.warns(RuntimeWarning, match="eager mode"):
-        fastpath.fit_fast(b, X, y, epochs=1, batch_size=16, seed=0, compile=True)
+        _fast_fit(b, X, y, epochs=1, batch_size=16, seed=0, compile=True)
     assert params_equal(a, b)
 
 

@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from .. import engine, models
 from ..device import exact_numerics
+from ..params import Params
 
-Params = dict[str, torch.Tensor]
 
 
 def sample_keys(E: torch.Tensor, n: int, noise: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

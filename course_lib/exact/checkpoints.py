@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-Params = dict[str, torch.Tensor]
+from ..params import Params, snapshot
+
 State = dict[str, Params]            # {"params": ..., "buffers": ..., "momentum": ...}
 
 
@@ -44,6 +45,6 @@ class CheckpointStore:
 
 def state_of(model: torch.nn.Module, momentum: Params) -> State:
     """A detached copy of a module's parameters and buffers plus its SGD momentum."""
-    return {"params": {n: p.detach().clone() for n, p in model.named_parameters()},
+    return {"params": snapshot(model),
             "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
             "momentum": {n: b.clone() for n, b in momentum.items()}}

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from .. import models, train
+from ..device import exact_numerics
+from ..params import eval_mode, model_device
 from ..validation import check_xy
 
 
@@ -131,8 +133,6 @@ def encode(encoder: nn.Module | None, X: torch.Tensor, batch_size: int = 1) -> t
     Larger batches are faster (a GPU in full mode) but only *cached* encodings are then exact:
     LegoNet keeps them (``encodings_``) and unlearns on them.
     """
-    from ..device import exact_numerics
-
     if not isinstance(X, torch.Tensor) or X.ndim < 2 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty tensor [N, ...], got "
                          f"{tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__}")
@@ -142,15 +142,13 @@ def encode(encoder: nn.Module | None, X: torch.Tensor, batch_size: int = 1) -> t
         if X.ndim != 2:
             raise ValueError(f"without an encoder X must already be encodings [N, d], got shape {tuple(X.shape)}")
         return X.detach().float().cpu()
-    dev = train.model_device(encoder)
-    was_training = encoder.training
-    encoder.eval()
+    dev = model_device(encoder)
     outs = []
     mkldnn = torch.backends.mkldnn.enabled
     try:
         if dev.type == "cpu":
             torch.backends.mkldnn.enabled = False
-        with exact_numerics(dev):
+        with exact_numerics(dev), eval_mode(encoder):
             for start in range(0, X.shape[0], batch_size):
                 xb = X[start:start + batch_size]
                 m = xb.shape[0]
@@ -159,7 +157,6 @@ def encode(encoder: nn.Module | None, X: torch.Tensor, batch_size: int = 1) -> t
                 outs.append(encoder(xb.to(dev)).float().flatten(1)[:m].cpu())
     finally:
         torch.backends.mkldnn.enabled = mkldnn
-        encoder.train(was_training)
     return torch.cat(outs)
 
 
@@ -170,11 +167,7 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     p = next(module.parameters(), None)
     x = torch.zeros((1, *input_shape), device=p.device if p is not None else "cpu")
-    was_training = module.training
-    module.eval()                                   # batch norm cannot run training mode on one input
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(x)
-    finally:
-        module.train(was_training)
+    # eval mode: batch norm cannot run training mode on one input
+    with eval_mode(module), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
     return int(counter.get_total_flops())

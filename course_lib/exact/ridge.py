@@ -20,9 +20,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
-from ..validation import NotFittedError, check_ids, check_indices, check_number
-from .base import ExactEstimator, UnlearnReport
+from ..validation import NotFittedError, check_ids, check_indices, check_number  # noqa: F401
+from .base import ExactEstimator, RidgeReport, UnlearnReport  # noqa: F401
 
 
 def woodbury_downdate(A_inv: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -56,45 +57,47 @@ class Ridge(ExactEstimator):
 
     The course's exact-unlearning protocol (:mod:`course_lib.exact.base`) works too:
     ``fit(X, Y, ids=...)`` names the rows and ``unlearn(ids)`` forgets rows by id and returns an
-    :class:`~course_lib.exact.base.UnlearnReport`. Equality with a refit holds up to float64
+    :class:`~course_lib.exact.base.RidgeReport`. Equality with a refit holds up to float64
     rounding (``exactness = "rounding"``), not bitwise: the downdate and a fresh inverse round
     differently.
 
     Attributes after ``fit``: ``coef_`` ``[d]`` or ``[d, t]``, ``intercept_`` (scalar or ``[t]``),
     ``ids_`` (the ids of the rows given to fit), ``removed_`` bool ``[n]`` (rows forgotten so far),
-    ``n_active_`` (rows still in the model).
+    ``n_active_`` (rows still in the model), ``requests_`` (the report of every ``unlearn``).
+    As in scikit-learn the constructor only stores its arguments; ``fit`` checks them.
     """
 
     exactness = "rounding"
+    _fitted_attr = "A_inv_"
 
     def __init__(self, alpha: float = 1.0, fit_intercept: bool = True):
-        self.alpha = check_number(alpha, "alpha", 0.0)
-        self.fit_intercept = bool(fit_intercept)
+        self.alpha, self.fit_intercept = alpha, fit_intercept
 
     # -- helpers ---------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        check_number(self.alpha, "alpha", 0.0)
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+
     def _design(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D [n, d], got shape {X.shape}")
         if not np.all(np.isfinite(X)):
             raise ValueError("X contains NaN or infinite values")
-        if self.fit_intercept:
+        if self._intercept:
             X = np.hstack([X, np.ones((X.shape[0], 1))])
         return X
 
     def _penalty(self, d: int) -> np.ndarray:
-        p = np.full(d, self.alpha)
-        if self.fit_intercept:
+        p = np.full(d, float(self.alpha))
+        if self._intercept:
             p[-1] = 0.0
         return np.diag(p)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "A_inv_"):
-            raise NotFittedError("this Ridge is not fitted yet: call fit(X, Y) first")
-
     def _update_coef(self) -> None:
         w = self.w_ = self.A_inv_ @ self.b_
-        if self.fit_intercept:
+        if self._intercept:
             self.coef_, self.intercept_ = w[:-1], w[-1]
         else:
             self.coef_ = w
@@ -104,6 +107,8 @@ class Ridge(ExactEstimator):
     def fit(self, X, Y, ids=None) -> "Ridge":
         """Fit on ``X`` ``[n, d]`` and targets ``Y`` ``[n]`` or ``[n, t]`` (e.g. one-hot labels);
         ``ids [n]`` (default ``0..n-1``) name the rows for :meth:`unlearn`."""
+        self._check_params()
+        self._intercept = bool(self.fit_intercept)
         Z = self._design(X)
         self.ids_ = check_ids(ids, Z.shape[0]).numpy()
         Y = np.asarray(Y, dtype=np.float64)
@@ -123,13 +128,14 @@ class Ridge(ExactEstimator):
         self.X_, self.Y_ = Z, Y
         self.removed_ = np.zeros(Z.shape[0], dtype=bool)
         self._update_coef()
+        self._start_log()
         return self
 
     def remove(self, idx) -> "Ridge":
         """Forget the training rows ``idx`` (indices into the ``X`` given to :meth:`fit`) exactly,
         by a Woodbury downdate of ``A^-1`` and ``b``. Raises ValueError for empty, duplicate,
         out-of-range or already-removed indices, or if no row would remain."""
-        self._check_fitted()
+        self.check_is_fitted()
         n = self.X_.shape[0]
         idx = check_indices(idx, n, "rows to remove").numpy()
         again = idx[self.removed_[idx]]
@@ -141,36 +147,36 @@ class Ridge(ExactEstimator):
         self.A_inv_ = woodbury_downdate(self.A_inv_, U)
         self.b_ = self.b_ - U.T @ self.Y_[idx]
         self.removed_[idx] = True
+        for i in self.ids_[idx].tolist():
+            self._removed.setdefault(i, None)
         self._update_coef()
         return self
 
-    def unlearn(self, ids) -> UnlearnReport:
-        """Forget the rows with these ids (as given to :meth:`fit`) exactly; returns an
-        :class:`~course_lib.exact.base.UnlearnReport` (no model is re-trained: ``samples`` and
-        ``steps`` are 0)."""
-        self._check_fitted()
+    def _current_ids(self) -> torch.Tensor:
+        return torch.from_numpy(np.sort(self.ids_[~self.removed_]))
+
+    def unlearn(self, ids) -> RidgeReport:
+        """Forget the rows with these ids (one int or a list, as given to :meth:`fit`) exactly;
+        returns a :class:`~course_lib.exact.base.RidgeReport` (no model is re-trained: ``samples``
+        and ``steps`` are 0). Bad requests raise ValueError and change nothing."""
         t0 = time.perf_counter()
-        ids = check_ids([ids] if isinstance(ids, (int, np.integer)) else ids, None, what="ids to unlearn").numpy()
+        ids = self._check_request(ids)[0].numpy()
         order = np.argsort(self.ids_, kind="stable")
-        pos = np.searchsorted(self.ids_[order], ids).clip(max=len(order) - 1)
-        known = self.ids_[order][pos] == ids
-        if not known.all():
-            raise ValueError(f"ids {ids[~known][:5].tolist()} are not in the training set; nothing was changed")
-        self.remove(order[pos])
-        return UnlearnReport(sorted(ids.tolist()), [], 0, 0, time.perf_counter() - t0, unit="row")
+        self.remove(order[np.searchsorted(self.ids_[order], ids)])
+        return self._log(RidgeReport(ids.tolist(), [], 0, 0, time.perf_counter() - t0))
 
     @property
     def n_active_(self) -> int:
-        self._check_fitted()
+        self.check_is_fitted()
         return int((~self.removed_).sum())
 
     def predict(self, X) -> np.ndarray:
         """Predictions ``[m]`` or ``[m, t]`` for ``X`` ``[m, d]``."""
-        self._check_fitted()
+        self.check_is_fitted()
         Z = self._design(X)
         if Z.shape[1] != self.A_inv_.shape[0]:
-            raise ValueError(f"X has {Z.shape[1] - self.fit_intercept} features; the model was fitted "
-                             f"on {self.A_inv_.shape[0] - self.fit_intercept}")
+            raise ValueError(f"X has {Z.shape[1] - self._intercept} features; the model was fitted "
+                             f"on {self.A_inv_.shape[0] - self._intercept}")
         return Z @ self.w_
 
     def score(self, X, Y) -> float:

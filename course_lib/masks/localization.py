@@ -29,7 +29,7 @@ parameter one unit per slice of its first dimension. "Layers" (for Deepest and S
 these groups, ordered as the modules are registered (input to output for the course's models).
 
 Deviations from DEL's public code (each said where it matters; see lesson 7): scores come from the
-*mean* forget loss in eval mode (:func:`course_lib.masks.forget_gradients`) rather than a sum over
+*mean* forget loss in eval mode (:func:`course_lib.params.mean_loss_gradient`) rather than a sum over
 training-mode batches (a positive factor, so the ranking of ``del`` and ``salloc`` is the same up
 to batch-norm statistics); the unit score is the mean of the top ``max(1, floor(top_fraction *
 unit size))`` scores of the unit as the paper's text says (the code takes ``int(0.1 * output
@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import config
+from ..params import Mask, check_mask, global_topk, mean_loss_gradient, model_device, snapshot
 from ..validation import check_number, check_xy
 
 __all__ = ["localize", "layers", "Layer", "parameter_scores", "unit_scores", "select_units", "select_layers",
@@ -156,14 +157,12 @@ def parameter_scores(model: nn.Module, forget, criterion: str = "weighted_grad",
     """Per-parameter criticality on ``forget = (X, y)``: ``"grad"`` |g| (SalLoc),
     ``"weighted_grad"`` |theta * g| (CritMem, DEL), ``"weight"`` |theta| (003 Table 6, data-free);
     g is the gradient of the mean cross-entropy over ``forget`` (float32, on the CPU)."""
-    from . import forget_gradients
-
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     params = dict(model.named_parameters())
     if criterion == "weight":
         return {n: p.detach().abs().float().cpu() for n, p in params.items()}
-    grads = forget_gradients(model, forget, batch_size=batch_size)
+    grads = mean_loss_gradient(model, forget, batch_size=batch_size)
     out = {}
     for n, p in params.items():
         g = grads.get(n, torch.zeros_like(p)).detach().float().cpu()
@@ -221,7 +220,7 @@ def layer_shares(model: nn.Module, from_output: bool) -> list[float]:
     return out
 
 
-def mask_from_units(model: nn.Module, structure: list[Layer], chosen: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def mask_from_units(model: nn.Module, structure: list[Layer], chosen: list[torch.Tensor]) -> Mask:
     """A mask that opens every parameter of the chosen units (one bool ``[n_units]`` per layer)."""
     params = dict(model.named_parameters())
     mask = {}
@@ -246,13 +245,11 @@ def units_of_mask(model: nn.Module, mask: dict[str, torch.Tensor], structure: li
 
 
 def random_like(model: nn.Module, reference: dict[str, torch.Tensor], seed: int = 0,
-                granularity: str | None = None) -> dict[str, torch.Tensor]:
+                granularity: str | None = None) -> Mask:
     """003's random-mask control (Table 5): per layer, as many units as ``reference`` opens
     (``granularity="channel"``), or per parameter tensor as many entries (``"parameter"``), at
     random positions drawn with ``seed``. ``None``: channel if ``reference`` is unit-structured."""
-    from . import check
-
-    check(reference, model)
+    check_mask(reference, model)
     structure = layers(model)
     per_layer = units_of_mask(model, reference, structure)
     if granularity is None:
@@ -294,9 +291,9 @@ def critmem_channels(model: nn.Module, forget, *, max_units: int = 64, exclude_c
     cand = [i for i, L in enumerate(structure) if L.kind in ("conv", "linear") and not (set(L.params) & head)]
     work = copy.deepcopy(model).eval()
     params = dict(work.named_parameters())
-    reference = {n: p.detach().clone() for n, p in params.items()}
-    dev = next(work.parameters()).device
-    max_units = config.smoke_cap(max_units, config.SMOKE_ITERATIONS)  # a smoke run's loop cap
+    reference = snapshot(work)
+    dev = model_device(work)
+    max_units = config.budget().cap_iterations(max_units)  # a smoke run's loop cap
     chosen, evals, flipped = [], 0, 0
     for i in range(X.shape[0]):
         xb, yb = X[i:i + 1].to(dev), y[i:i + 1].to(dev)
@@ -340,7 +337,7 @@ def critmem_channels(model: nn.Module, forget, *, max_units: int = 64, exclude_c
 def localize(model: nn.Module, forget, strategy: str, budget: float, *, retain=None, seed: int = 0,
              criterion: str | None = None, granularity: str | None = None, top_fraction: float = 0.1,
              source: str = "forget", reference: dict[str, torch.Tensor] | None = None,
-             max_units: int = 64, batch_size: int = 256) -> dict[str, torch.Tensor]:
+             max_units: int = 64, batch_size: int = 256) -> Mask:
     """A mask ``{name: bool tensor}`` for ``model`` that opens at most ``floor(budget * P)`` of
     its ``P`` parameters, chosen by ``strategy`` (see the module docstring).
 
@@ -358,8 +355,7 @@ def localize(model: nn.Module, forget, strategy: str, budget: float, *, retain=N
     if not isinstance(forget, (tuple, list)) or len(forget) != 2:
         raise ValueError("forget must be a pair (X, y) of tensors")
     check_xy(*forget, "forget set")
-    if not 0.0 < float(top_fraction) <= 1.0:
-        raise ValueError(f"top_fraction must lie in (0, 1], got {top_fraction!r}")
+    check_number(top_fraction, "top_fraction", 0.0, 1.0, lo_open=True)
     if source not in ("forget", "train"):
         raise ValueError(f"source must be 'forget' or 'train', got {source!r}")
     structure = layers(model)
@@ -398,11 +394,5 @@ def localize(model: nn.Module, forget, strategy: str, budget: float, *, retain=N
         chosen = select_units([unit_scores(L, scores, top_fraction) for L in structure],
                               [L.unit_size for L in structure], allowed)
         return mask_from_units(model, structure, chosen)
-    names = [n for n, _ in model.named_parameters()]
-    flat = torch.cat([scores[n].flatten().double() for n in names])
-    order = torch.sort(flat, descending=True, stable=True).indices
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[order[:allowed]] = True
-    params = dict(model.named_parameters())
-    parts = torch.split(keep, [params[n].numel() for n in names])
-    return {n: k.view(params[n].shape).to(params[n].device) for n, k in zip(names, parts)}
+    top = global_topk({n: scores[n] for n, _ in model.named_parameters()}, allowed)
+    return {n: top[n].to(p.device) for n, p in model.named_parameters()}

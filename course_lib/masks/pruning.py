@@ -32,12 +32,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import config
-from ..validation import check_int, check_sgd, check_xy
+from .. import config, train
+from ..params import Mask, global_topk, model_device, snapshot
+from ..validation import check_int, check_number, check_sgd, check_xy
+from .ops import apply
 
 __all__ = ["prunable", "sparsity", "omp", "synflow", "imp", "imp_trace", "ImpTrace", "train_sparse"]
-
-Mask = dict[str, torch.Tensor]
 
 _PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _KEPT = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -68,11 +68,11 @@ def prunable(model: nn.Module) -> list[str]:
 
 
 def _check_sparsity(s) -> float:
-    import numpy as np
-    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not (0.0 <= float(s) < 1.0):
-        raise ValueError(f"sparsity is the share of prunable weights to remove and must lie in [0, 1), got {s!r} "
-                         "(e.g. 0.9 for 90%; 1.0 would remove every weight)")
-    return float(s)
+    try:
+        return check_number(s, "sparsity", 0, 1, hi_open=True)
+    except ValueError as err:
+        raise ValueError(f"{err}: sparsity is the share of prunable weights to remove (e.g. 0.9 for 90%; "
+                         "1.0 would remove every weight)") from None
 
 
 def sparsity(mask: Mask, model: nn.Module) -> float:
@@ -86,22 +86,9 @@ def sparsity(mask: Mask, model: nn.Module) -> float:
 def _global_mask(model: nn.Module, scores: dict[str, torch.Tensor], n_prune: int) -> Mask:
     """Prune the ``n_prune`` lowest-scoring prunable weights (ties: first position first), keep
     every other parameter. ``scores`` has one tensor per prunable parameter."""
-    names = list(scores)
-    flat = torch.cat([scores[k].detach().flatten().double().cpu() for k in names])
-    keep = torch.ones(flat.numel(), dtype=torch.bool)
-    if n_prune > 0:
-        order = torch.sort(flat, stable=True).indices
-        keep[order[:n_prune]] = False
-    mask, start = {}, 0
-    params = dict(model.named_parameters())
-    for k in names:
-        n = scores[k].numel()
-        mask[k] = keep[start:start + n].view(scores[k].shape).to(params[k].device)
-        start += n
-    for k, p in params.items():
-        if k not in mask:
-            mask[k] = torch.ones_like(p, dtype=torch.bool)
-    return {k: mask[k] for k in params}   # the model's parameter order
+    pruned = global_topk(scores, n_prune, largest=False)
+    return {k: (~pruned[k]).to(p.device) if k in pruned else torch.ones_like(p, dtype=torch.bool)
+            for k, p in model.named_parameters()}   # the model's parameter order
 
 
 def _n_prune(model: nn.Module, s: float) -> tuple[list[str], int]:
@@ -146,7 +133,7 @@ def synflow(model: nn.Module, sparsity: float, input_shape: tuple[int, ...], ite
     depend on the forget set: 002's criterion 1). The model is not changed.
     """
     s = _check_sparsity(sparsity)
-    iterations = config.smoke_cap(check_int(iterations, "iterations", lo=1), config.SMOKE_ITERATIONS)
+    iterations = config.budget().cap_iterations(check_int(iterations, "iterations", lo=1))
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d < 1 for d in shape):
         raise ValueError(f"input_shape is the shape of one input without the batch axis, e.g. (1, 8, 8); got {input_shape!r}")
@@ -181,11 +168,8 @@ def train_sparse(model: nn.Module, mask: Mask, X: torch.Tensor, y: torch.Tensor,
     """(Re)train the sparse network ``model ⊙ mask`` on ``(X, y)``: a copy of ``model`` with the
     pruned weights zeroed, trained by :func:`course_lib.train.fit` with ``mask`` (so they stay
     zero). ``fit_kw`` go to ``fit`` (epochs, lr, seed, ...). Returns the trained copy."""
-    from ..train import fit
-    from . import apply
-
     sparse = apply(copy.deepcopy(model), mask)
-    fit(sparse, X, y, mask=mask, **fit_kw)
+    train.fit(sparse, X, y, mask=mask, **fit_kw)
     return sparse
 
 
@@ -194,7 +178,7 @@ class ImpTrace:
     """What :func:`imp_trace` did: the final mask and trained sparse model, the masks after each
     round, the rewind weights (after ``rewind_epoch`` epochs of dense training), the weights each
     round started from and ended with (``starts``, ``states``), and the cost in training samples
-    (example-gradient evaluations)."""
+    (example-gradient evaluations, counted as the loops ran them: a capped run reports what it did)."""
 
     mask: Mask
     model: nn.Module
@@ -206,31 +190,30 @@ class ImpTrace:
 
 
 def _train_ce(model: nn.Module, X, y, *, epochs, batch_size, lr, momentum, weight_decay, seed, schedule, mask,
-              snapshot_after_epoch: int | None = None) -> dict[str, torch.Tensor] | None:
-    """Cross-entropy SGD (train.sgd_steps); returns the weights after ``snapshot_after_epoch``
-    epochs if asked (taken inside the run, so momentum and the schedule are those of one run)."""
-    from ..train import model_device, sgd_steps, steps_per_epoch
-
+              snapshot_after_epoch: int | None = None) -> tuple[dict[str, torch.Tensor] | None, int]:
+    """Cross-entropy SGD (train.sgd_steps). Returns the weights after ``snapshot_after_epoch`` epochs
+    if asked (taken inside the run, so momentum and the schedule are those of one run; the end of a
+    run that stopped earlier) and the number of training rows the run processed (its cost)."""
     dev = model_device(model)
     Xd, yd = X.to(dev), y.to(dev)
-    spe = steps_per_epoch(X.shape[0], batch_size)
-    state = {"step": 0, "snap": None}
+    spe = train.steps_per_epoch(X.shape[0], batch_size)
+    state = {"step": 0, "snap": None, "rows": 0}
     target = None if snapshot_after_epoch is None else snapshot_after_epoch * spe
 
     def loss(idx):
-        if target is not None and state["step"] == target:
-            state["snap"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        if state["step"] == target:
+            state["snap"] = snapshot(model)
         state["step"] += 1
+        state["rows"] += idx.numel()
         idx = idx.to(dev)
         return F.cross_entropy(model(Xd[idx]).float(), yd[idx])
 
-    if target == 0:
-        state["snap"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-    sgd_steps(model, X.shape[0], loss, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-              weight_decay=weight_decay, seed=seed, schedule=schedule, mask=mask, desc="imp")
-    if target is not None and state["snap"] is None:  # a smoke run's capped steps end before that epoch
-        state["snap"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-    return state["snap"]
+    log = train.sgd_steps(model, X.shape[0], loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                          momentum=momentum, weight_decay=weight_decay, seed=seed, schedule=schedule, mask=mask,
+                          desc="imp")
+    if target is not None and log.steps <= target:   # the run took no step after that point: its end is it
+        state["snap"] = snapshot(model)
+    return state["snap"], state["rows"]
 
 
 def imp_trace(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sparsity: float, *, rounds: int = 3,
@@ -252,7 +235,7 @@ def imp_trace(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sparsity: floa
     """
     s = _check_sparsity(sparsity)
     check_xy(X, y, "training data")
-    rounds = config.smoke_cap(check_int(rounds, "rounds", lo=1), config.SMOKE_ITERATIONS)
+    rounds = config.budget().cap_iterations(check_int(rounds, "rounds", lo=1))
     epochs = check_int(epochs, "epochs", lo=1)
     rewind_epoch = check_int(rewind_epoch, "rewind_epoch", lo=0)
     if rewind_epoch >= epochs:
@@ -262,9 +245,10 @@ def imp_trace(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sparsity: floa
     sgd = dict(batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule)
     names, k_final = _n_prune(model, s)
     work = copy.deepcopy(model)
-    rewind = _train_ce(work, X, y, epochs=epochs, seed=seed, mask=None, snapshot_after_epoch=rewind_epoch, **sgd)
+    rewind, rows = _train_ce(work, X, y, epochs=epochs, seed=seed, mask=None, snapshot_after_epoch=rewind_epoch,
+                             **sgd)
     n_total = sum(rewind[n].numel() for n in names)
-    trace = ImpTrace(mask={}, model=work, rewind_state=rewind, samples=epochs * X.shape[0])
+    trace = ImpTrace(mask={}, model=work, rewind_state=rewind, samples=rows)
     mask = None
     for r in range(1, rounds + 1):
         params = dict(work.named_parameters())
@@ -275,9 +259,10 @@ def imp_trace(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sparsity: floa
         with torch.no_grad():
             for n, p in work.named_parameters():
                 p.copy_(rewind[n] * mask[n].to(p.dtype))
-        trace.starts.append({n: p.detach().clone() for n, p in work.named_parameters()})
-        _train_ce(work, X, y, epochs=epochs - rewind_epoch, seed=config.derive_seed(seed, 7, r), mask=mask, **sgd)
-        trace.samples += (epochs - rewind_epoch) * X.shape[0]
+        trace.starts.append(snapshot(work))
+        _, rows = _train_ce(work, X, y, epochs=epochs - rewind_epoch, seed=config.derive_seed(seed, 7, r), mask=mask,
+                            **sgd)
+        trace.samples += rows
         trace.masks.append(mask)
         trace.states.append({n: t.detach().clone() for n, t in work.state_dict().items()})
     trace.mask = mask

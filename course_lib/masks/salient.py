@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..params import Mask, check_mask, global_topk, mean_loss_gradient
 from ..validation import check_number
 
 __all__ = ["saliency", "random_mask", "eligible", "PARAMS"]
@@ -34,12 +35,10 @@ PARAMS = ("all", "weights")
 
 def eligible(model: nn.Module, params: str = "all", within: dict | None = None) -> dict[str, torch.Tensor]:
     """Which entries a saliency (or random) mask may select, as a mask over every parameter."""
-    from . import check
-
     if params not in PARAMS:
         raise ValueError(f"params must be one of {PARAMS} (which parameters may be salient), got {params!r}")
     if within is not None:
-        check(within, model)
+        check_mask(within, model)
     out = {}
     for n, p in model.named_parameters():
         ok = p.requires_grad and (params == "all" or p.ndim >= 2)
@@ -50,21 +49,10 @@ def eligible(model: nn.Module, params: str = "all", within: dict | None = None) 
     return out
 
 
-def _top(scores: dict[str, torch.Tensor], allowed: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-    """The ``k`` allowed entries of largest score (ties: earliest position), as a mask."""
-    names = list(allowed)
-    flat_ok = torch.cat([allowed[n].reshape(-1).cpu() for n in names])
-    flat_s = torch.cat([scores[n].detach().reshape(-1).double().cpu() for n in names])
-    cand = torch.nonzero(flat_ok).squeeze(1)
-    order = torch.argsort(-flat_s[cand], stable=True)  # stable: equal scores keep position order
-    chosen = torch.zeros_like(flat_ok)
-    chosen[cand[order[:k]]] = True
-    out, at = {}, 0
-    for n in names:
-        size = allowed[n].numel()
-        out[n] = chosen[at:at + size].reshape(allowed[n].shape).to(allowed[n].device)
-        at += size
-    return out
+def _top(scores: dict[str, torch.Tensor], allowed: Mask, k: int) -> Mask:
+    """The ``k`` allowed entries of largest score (ties: earliest position), as a mask placed like ``allowed``."""
+    chosen = global_topk(scores, k, allowed=allowed)
+    return {n: chosen[n].to(allowed[n].device) for n in allowed}
 
 
 def _count(fraction, n: int) -> int:
@@ -84,12 +72,10 @@ def saliency(model: nn.Module, forget: tuple[torch.Tensor, torch.Tensor], fracti
     computation (e.g. to reuse one gradient for a sweep over ``fraction``). See the module
     docstring for ``params`` and ``within``.
     """
-    from . import forget_gradients
-
     if threshold is not None and fraction is not None:
         raise ValueError("give either fraction (a share of the weights) or threshold (the slides' gamma), not both")
     allowed = eligible(model, params, within)
-    g = forget_gradients(model, forget) if gradients is None else gradients
+    g = mean_loss_gradient(model, forget) if gradients is None else gradients
     scores = {n: (g[n].abs() if n in g else torch.zeros_like(allowed[n], dtype=torch.float32)) for n in allowed}
     if threshold is not None:
         gamma = check_number(threshold, "threshold", 0.0)

@@ -13,102 +13,33 @@ Unknown hyper-parameters are refused with the list of known ones.
 One file per method family (a newcomer finds any method in one obvious place):
 
 ======================  ======================================================================
+``registry.py``         :func:`register`, :func:`unlearn`, ``COMMON``, :class:`UnlearnResult`
+                        (imports no family; every family imports it)
 ``baselines.py``        ``retrain`` (the oracle), ``finetune`` (FT), ``neggrad`` (GA),
                         ``neggrad+``, ``random_label``, ``l1_sparse`` (lessons 0, 1, 6)
 ``boundary.py``         ``boundary_shrink`` (``bs``), ``boundary_expand`` (``be``) (lesson 4)
 ``salun.py``            ``salun``: saliency-masked Random Label (lesson 5)
 ``second_order.py``     ``fisher`` (FF), ``influence`` (IU) (lessons 5, 6)
-``localised.py``        ``rft`` (reset + finetune), ``del``, ``ssd`` (lesson 7)
+``localization.py``     ``rft`` (reset + finetune), ``del``, ``ssd`` (lesson 7)
 ``tuning.py``           ``tuned(method, scenario)``: the one table of settings (``tuned.json``,
                         written by ``benchmarks/tune_methods.py``)
 ======================  ======================================================================
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
-from ..train import Stopwatch
-from ..validation import check_xy
+from .registry import COMMON, XY, UnlearnResult, available, defaults, register, resolve, unlearn
+# The method families register themselves on import (one file per family), after the registry.
+from . import baselines, boundary, localization, salun, second_order  # noqa: E402,F401,I001
+from .tuning import tuned
 
-XY = tuple[torch.Tensor, torch.Tensor]
-
-#: Hyper-parameters every method accepts (a method's own defaults override these values).
-COMMON = dict(epochs=5, lr=0.01, batch_size=64, momentum=0.9, weight_decay=5e-4, schedule="cosine", mask=None)
-_REGISTRY: dict[str, tuple[Callable, dict]] = {}
-_ALIASES: dict[str, str] = {}
-
-
-@dataclass
-class UnlearnResult:
-    """The unlearned model, the wall-clock seconds it took (RTE) and the settings used."""
-
-    model: nn.Module
-    seconds: float
-    method: str
-    params: dict = field(default_factory=dict)
-
-
-def register(name: str, *, aliases: tuple[str, ...] = (), **defaults):
-    """Decorator adding an unlearner ``fn(model, retain, forget, *, valid, seed, **hp)`` to the
-    registry under ``name`` (and ``aliases``), with its default hyper-parameters."""
-
-    def deco(fn):
-        if name in _REGISTRY or name in _ALIASES:
-            raise ValueError(f"an unlearning method named {name!r} is already registered")
-        _REGISTRY[name] = (fn, {**COMMON, **defaults})
-        for a in aliases:
-            _ALIASES[a] = name
-        return fn
-
-    return deco
-
-
-def available() -> list[str]:
-    """Names of the registered methods."""
-    return sorted(_REGISTRY)
-
-
-def defaults(method: str) -> dict:
-    """Default hyper-parameters of ``method``."""
-    return dict(_REGISTRY[_resolve(method)][1])
-
-
-def _resolve(method: str) -> str:
-    name = _ALIASES.get(method, method)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown unlearning method {method!r}; known methods: {', '.join(available())} "
-                         f"(aliases: {', '.join(f'{a}={b}' for a, b in _ALIASES.items())})")
-    return name
-
-
-def unlearn(method: str, model: nn.Module, retain: XY, forget: XY, *, valid: XY | None = None,
-            seed: int = 0, **hp) -> UnlearnResult:
-    """Run an unlearning method on a copy of ``model``.
-
-    ``retain`` and ``forget`` are ``(X [N, ...], y [N])`` pairs; ``valid`` (optional) a held-out
-    pair, validated and handed to every method for those that select settings or stop early on
-    held-out data (none of the six baselines here needs it; later lessons' methods may). Unknown
-    hyper-parameters raise ValueError listing the known ones.
-    """
-    name = _resolve(method)
-    fn, base = _REGISTRY[name]
-    unknown = sorted(set(hp) - set(base))
-    if unknown:
-        raise ValueError(f"{name} does not take {unknown}; its hyper-parameters are {sorted(base)}")
-    check_xy(*retain, "retain set")
-    check_xy(*forget, "forget set")
-    if valid is not None:
-        check_xy(*valid, "validation set")
-    settings = {**base, **hp}
-    work = copy.deepcopy(model)
-    with Stopwatch() as sw:
-        out = fn(work, retain, forget, valid=valid, seed=seed, **settings)
-    return UnlearnResult(out, sw.seconds, name, {k: v for k, v in settings.items() if k != "mask"})
+__all__ = ["unlearn", "register", "available", "defaults", "resolve", "COMMON", "XY", "UnlearnResult", "compare",
+           "compare_seeds", "SeedComparison", "tuned", "baselines", "boundary", "localization", "salun",
+           "second_order"]
 
 
 def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str] | None = None, *,
@@ -123,11 +54,11 @@ def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str]
     """
     from .. import data as _data
     from .. import metrics
-    from ..train import progress
+    from ..engine import progress
 
     methods = list(methods or available())
     for m in methods:
-        _resolve(m)
+        resolve(m)
     hp = hp or {}
     unknown = sorted(set(hp) - set(methods))
     if unknown:
@@ -143,7 +74,7 @@ def compare(model: nn.Module, data, forget_idx: torch.Tensor, methods: list[str]
         models[original] = model
     for m in progress(methods, desc="methods", total=len(methods)):
         res = unlearn(m, model, retain, forget, seed=seed, **hp.get(m, {}))
-        name = "Retrain" if _resolve(m) == "retrain" else m
+        name = "Retrain" if resolve(m) == "retrain" else m
         rows[name] = metrics.evaluate(res.model, data, forget_idx, seconds=res.seconds,
                                       exclude_classes=exclude_classes, seed=seed)
         models[name] = res.model
@@ -220,8 +151,3 @@ def compare_seeds(model, data, forget_idx, methods: list[str] | None = None, *, 
         runs[s] = table
         first = models if first is None else first
     return SeedComparison.from_runs(runs, first)
-
-
-# The method families register themselves on import (one file per family).
-from . import baselines, boundary, localised, salun, second_order  # noqa: E402,F401
-from .tuning import tuned  # noqa: E402,F401  (the one table of settings per scenario and mode)

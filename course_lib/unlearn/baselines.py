@@ -8,18 +8,18 @@ method accepts ``schedule=`` to override).
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .. import config
 from ..device import autocast
-from ..masks import Mask, restore_masked, snapshot
-from ..models import seeded
-from ..train import fit, model_device, sgd_steps, steps_per_epoch
-from . import register
+from ..models import n_outputs, reset_parameters
+from ..params import Mask, model_device, restore_masked, snapshot
+from ..train import fit, sgd_steps, steps_per_epoch
+from ..validation import check_int, check_number
+from .registry import register
+
 
 def _sgd(model: nn.Module, n_rows: int, loss_of_batch, *, seed: int, epochs: int, lr: float, batch_size: int,
          momentum: float, weight_decay: float, schedule: str, mask: Mask | None, desc: str):
@@ -28,22 +28,9 @@ def _sgd(model: nn.Module, n_rows: int, loss_of_batch, *, seed: int, epochs: int
                      desc=desc)
 
 
-def _reset(model: nn.Module, seed: int) -> nn.Module:
-    """Fresh weights for ``model``'s architecture, drawn under ``seed``."""
-
-    def make():
-        m = copy.deepcopy(model)
-        for mod in m.modules():
-            if hasattr(mod, "reset_parameters"):
-                mod.reset_parameters()
-        return m
-
-    return seeded(make, seed)
-
-
 @register("retrain", epochs=20, lr=0.05, augment=None)
 def _retrain(model, retain, forget, *, valid, seed, mask, **hp):
-    fresh = _reset(model, config.derive_seed(seed, 0))
+    fresh = reset_parameters(model, config.derive_seed(seed, 0))
     if mask is not None:   # entries outside the mask keep the given model's values (a pruned model stays pruned)
         restore_masked(fresh, mask, snapshot(model))
     fit(fresh, *retain, seed=seed, mask=mask, desc="retrain", **hp)
@@ -72,8 +59,7 @@ def _neggrad(model, retain, forget, *, valid, seed, **hp):
 
 @register("neggrad+", epochs=5, lr=0.01, alpha=0.95, schedule="constant")
 def _neggrad_plus(model, retain, forget, *, valid, seed, alpha, **hp):
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    alpha = check_number(alpha, "alpha", 0.0, 1.0)
     dev = model_device(model)
     Xr, yr = retain[0].to(dev), retain[1].to(dev)
     Xf, yf = forget[0].to(dev), forget[1].to(dev)
@@ -108,18 +94,22 @@ def random_other_labels(y: torch.Tensor, n_classes: int, seed: int) -> torch.Ten
     return (y.cpu() + shift) % n_classes
 
 
-def _n_classes(model: nn.Module, X: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(model(X[:1].to(model_device(model))).shape[1])
+def relabel_and_finetune(model: nn.Module, retain, forget, *, seed: int, mask: Mask | None,
+                         desc: str = "random label", **hp) -> nn.Module:
+    """Random Label's loop, in place: fine-tune on the retain set plus the forget set relabelled
+    once to other classes (stream ``derive_seed(seed, 3)``), entries outside ``mask`` frozen.
+    ``hp`` go to :func:`course_lib.train.fit`. Shared by ``random_label`` and ``salun``, which
+    differ only in the mask."""
+    y_rand = random_other_labels(forget[1], n_outputs(model, forget[0]), config.derive_seed(seed, 3))
+    X = torch.cat([retain[0], forget[0]])
+    y = torch.cat([retain[1].cpu(), y_rand])
+    fit(model, X, y, seed=seed, mask=mask, desc=desc, **hp)
+    return model
 
 
 @register("random_label", aliases=("rl",), epochs=5, lr=0.02, augment=None)
 def _random_label(model, retain, forget, *, valid, seed, mask, **hp):
-    y_rand = random_other_labels(forget[1], _n_classes(model, forget[0]), config.derive_seed(seed, 3))
-    X = torch.cat([retain[0], forget[0]])
-    y = torch.cat([retain[1].cpu(), y_rand])
-    fit(model, X, y, seed=seed, mask=mask, desc="random label", **hp)
-    return model
+    return relabel_and_finetune(model, retain, forget, seed=seed, mask=mask, **hp)
 
 
 L1_SCHEDULES = ("constant", "growing", "decaying")
@@ -138,8 +128,8 @@ def l1_weight(gamma: float, schedule: str, epoch: int, epochs: int) -> float:
     """
     if schedule not in L1_SCHEDULES:
         raise ValueError(f"unknown l1 schedule {schedule!r}; choose one of {', '.join(L1_SCHEDULES)}")
-    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1 or not 0 <= epoch < epochs:
-        raise ValueError(f"need 0 <= epoch < epochs with epochs >= 1, got epoch={epoch}, epochs={epochs}")
+    epochs = check_int(epochs, "epochs", 1)
+    epoch = check_int(epoch, "epoch (0-based, below epochs)", 0, epochs - 1)
     if schedule == "constant":
         return gamma
     t = (epoch + 0.5) / epochs
@@ -149,8 +139,7 @@ def l1_weight(gamma: float, schedule: str, epoch: int, epochs: int) -> float:
 @register("l1_sparse", aliases=("l1",), epochs=5, lr=0.02, gamma=5e-5, l1_schedule="decaying")
 def _l1_sparse(model, retain, forget, *, valid, seed, gamma, l1_schedule, **hp):
     l1_weight(gamma, l1_schedule, 0, 1)  # validate the schedule name early
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    gamma = check_number(gamma, "gamma", 0.0)
     dev = model_device(model)
     Xr, yr = retain[0].to(dev), retain[1].to(dev)
     spe = steps_per_epoch(Xr.shape[0], hp["batch_size"])
@@ -182,8 +171,7 @@ def neggrad_plus_population(stack, retain, forget, *, alpha: float = 0.95, epoch
     the single-model ``neggrad+`` does."""
     from torch.func import vmap
 
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    alpha = check_number(alpha, "alpha", 0.0, 1.0)
     dev = stack.device
     ce_retain = stack.ce_loss(*retain)
     Xf, yf = forget[0].to(dev), forget[1].to(dev)

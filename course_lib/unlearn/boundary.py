@@ -40,10 +40,11 @@ from torch.nn import functional as F
 
 from .. import config
 from ..device import autocast
-from ..models import seeded
-from ..train import model_device, sgd_steps
+from ..models import n_outputs, seeded
+from ..params import eval_mode, model_device
+from ..train import sgd_steps
 from ..validation import check_int, check_number, check_xy
-from . import register
+from .registry import register
 
 __all__ = ["neighbour_search", "neighbour_labels", "check_classwise", "last_linear", "widen_head",
            "narrow_head"]
@@ -84,14 +85,12 @@ def neighbour_search(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: 
     steps = check_int(steps, "steps", 1)
     check_int(batch_size, "batch_size", 1)
     dev = model_device(model)
-    was_training = model.training
-    model.eval()
     radius = _radius(bound, pixel_std, X)
     if isinstance(radius, torch.Tensor):
         radius = radius.to(dev)
     alpha = radius if steps == 1 else 2.5 * radius / steps
     out = []
-    try:
+    with eval_mode(model):
         for s in range(0, X.shape[0], batch_size):
             x0 = X[s:s + batch_size].to(dev).float()
             yb = y[s:s + batch_size].to(dev)
@@ -104,8 +103,6 @@ def neighbour_search(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: 
                 with torch.no_grad():
                     x = x0 + (x + alpha * g.sign() - x0).clamp(-radius, radius)
             out.append(x.detach().to(X.device))
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 
@@ -113,16 +110,14 @@ def neighbour_search(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: 
 def _labels_on(model: nn.Module, X_adv: torch.Tensor, y: torch.Tensor, exclude_true: bool,
                batch_size: int) -> torch.Tensor:
     dev = model_device(model)
-    was_training = model.training
-    model.eval()
     labels = []
-    for s in range(0, X_adv.shape[0], batch_size):
-        with autocast(dev):
-            logits = model(X_adv[s:s + batch_size].to(dev)).float()
-        if exclude_true:
-            logits = logits.scatter(1, y[s:s + batch_size].to(dev).view(-1, 1), float("-inf"))
-        labels.append(logits.argmax(1).cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for s in range(0, X_adv.shape[0], batch_size):
+            with autocast(dev):
+                logits = model(X_adv[s:s + batch_size].to(dev)).float()
+            if exclude_true:
+                logits = logits.scatter(1, y[s:s + batch_size].to(dev).view(-1, 1), float("-inf"))
+            labels.append(logits.argmax(1).cpu())
     return torch.cat(labels)
 
 
@@ -137,7 +132,7 @@ def neighbour_labels(model: nn.Module, X: torch.Tensor, y: torch.Tensor, bound: 
     as the public code does (then the label is ``y`` wherever the step did not cross the boundary).
     """
     X_adv = neighbour_search(model, X, y, bound, steps=steps, batch_size=batch_size, pixel_std=pixel_std)
-    n_out = _n_outputs(model, X)
+    n_out = n_outputs(model, X)
     if exclude_true and n_out < 2:
         raise ValueError("nearest-but-incorrect labels need a model with at least two outputs")
     if int(y.min()) < 0 or int(y.max()) >= n_out:
@@ -161,15 +156,6 @@ def check_classwise(retain_y: torch.Tensor, forget_y: torch.Tensor) -> list[int]
             f"still has {int(shared.sum())} examples of class(es) {left}. Build the forget set with "
             f"data.forget_class(y, c), or pass allow_partial=True to run the method anyway.")
     return classes.tolist()
-
-
-def _n_outputs(model: nn.Module, X: torch.Tensor) -> int:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        n = int(model(X[:1].to(model_device(model))).shape[1])
-    model.train(was_training)
-    return n
 
 
 def _norm_layers(model: nn.Module) -> list[nn.Module]:

@@ -26,10 +26,10 @@ given by the caller (e.g. a pruning mask) restricts where salient entries may li
 from __future__ import annotations
 
 from .. import config
-from ..masks import random_mask as _random_mask
-from ..masks import saliency
-from . import register
-from .baselines import _random_label
+from ..masks.salient import random_mask as _random_mask
+from ..masks.salient import saliency
+from .baselines import relabel_and_finetune
+from .registry import register
 
 
 @register("salun", epochs=5, lr=0.02, augment=None, fraction=0.5, threshold=None, params="all",
@@ -42,4 +42,4 @@ def _salun(model, retain, forget, *, valid, seed, mask, fraction, threshold, par
     else:
         m_s = saliency(model, forget, None if threshold is not None else fraction, threshold=threshold,
                        params=params, within=mask)
-    return _random_label(model, retain, forget, valid=valid, seed=seed, mask=m_s, **hp)
+    return relabel_and_finetune(model, retain, forget, seed=seed, mask=m_s, **hp)

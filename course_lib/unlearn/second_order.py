@@ -13,7 +13,7 @@ Fisher information on D_r" (its numbers were lost in extraction), so the course 
 public code of 002 (``unlearn/fisher.py``, ``fisher_new``) for the variance:
 
 * Fisher diagonal ``F = mean_i sum_k p_k(x_i) (d log p_k(x_i) / d theta)^2`` (the *true* Fisher:
-  labels drawn from the model's own prediction), estimated as the public code does from gradients
+  labels drawn from the model's own prediction; :func:`course_lib.params.true_fisher_diagonal`), estimated as the public code does from gradients
   of 32-example batch means (``fisher_batch=32``, C backward passes per batch);
   ``fisher_batch=1`` gives the textbook per-example value (C backward passes per example).
 * ``var = alpha * min(1 / (F + 1e-8), 1e3)`` (cap ``1e2`` for the classifier layer); for tensors
@@ -61,11 +61,12 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from .. import config
-from ..masks import Mask, check, forget_gradients
+from ..params import (Mask, check_mask, eval_mode, mean_loss_gradient, model_device, trainable,
+                      true_fisher_diagonal)
 from ..validation import check_int, check_number
-from . import register
+from .registry import register
 
-__all__ = ["per_example_gradients", "fisher_diagonal", "fisher_variance", "influence_vector",
+__all__ = ["per_example_gradients", "fisher_variance", "influence_vector",
            "woodfisher_solve", "CURVATURES"]
 
 CURVATURES = ("woodfisher", "hessian")
@@ -73,12 +74,8 @@ CURVATURES = ("woodfisher", "hessian")
 _BUDGET = 50_000_000
 
 
-def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
 def _chunk(model: nn.Module, per_example: int) -> int:
-    d = sum(p.numel() for p in _trainable(model).values())
+    d = sum(p.numel() for p in trainable(model).values())
     return max(1, _BUDGET // max(1, d * per_example))
 
 
@@ -97,28 +94,24 @@ def per_example_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
     """``[N, d]`` gradients of each example's cross-entropy at the current weights (eval mode,
     float32, on the model's device), flattened over the trainable parameters in
     ``named_parameters`` order; with ``mask``, only the masked-in coordinates (same order)."""
-    params = {n: p.detach() for n, p in _trainable(model).items()}
+    params = {n: p.detach() for n, p in trainable(model).items()}
     logits = _functional(model)
     g_one = grad(lambda p, x, t: F.cross_entropy(logits(p, x).unsqueeze(0), t.unsqueeze(0)))
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     sel = _selector(model, mask)
-    was = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         step = _chunk(model, 2)
         for s in range(0, X.shape[0], step):
             gs = vmap(g_one, in_dims=(None, 0, 0))(params, X[s:s + step].to(dev), y[s:s + step].to(dev))
             out.append(torch.cat([gs[n].reshape(gs[n].shape[0], -1) for n in params], 1)[:, sel])
-    finally:
-        model.train(was)
     return torch.cat(out)
 
 
 def _selector(model: nn.Module, mask: Mask | None) -> torch.Tensor:
     """Boolean ``[d]`` over the flattened trainable parameters: True where ``mask`` lets an entry move."""
     parts = []
-    for n, p in _trainable(model).items():
+    for n, p in trainable(model).items():
         if mask is None:
             parts.append(torch.ones(p.numel(), dtype=torch.bool, device=p.device))
         elif n in mask:
@@ -126,43 +119,6 @@ def _selector(model: nn.Module, mask: Mask | None) -> torch.Tensor:
         else:
             parts.append(torch.zeros(p.numel(), dtype=torch.bool, device=p.device))
     return torch.cat(parts)
-
-
-def fisher_diagonal(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1) -> dict[str, torch.Tensor]:
-    """The diagonal of the (true) Fisher information at the current weights, by parameter name
-    (eval mode). Labels are not needed: the expectation is over the model's own prediction.
-
-    ``batch_size=1``: the textbook ``mean_i sum_k p_k(x_i) (d log p_k(x_i) / d theta)^2``.
-    ``batch_size=b > 1``: the public code's cheaper estimate (``unlearn/fisher.py``, ``hessian``,
-    b = 32): per batch of ``b`` rows, ``sum_k mean_batch(p_k) (d mean_batch CE(., k) / d theta)^2``,
-    averaged over batches. Squaring a *batch mean* shrinks the estimate (roughly by ``b`` where
-    per-example gradients are uncorrelated), which the noise scale ``alpha`` then absorbs;
-    ``C`` backward passes per batch instead of per example.
-    """
-    if X.shape[0] == 0:
-        raise ValueError("the Fisher information needs at least one example")
-    b = check_int(batch_size, "batch_size", 1)
-    params = _trainable(model)
-    dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    total = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    n_batches = 0
-    try:
-        for s in range(0, X.shape[0], b):
-            out = model(X[s:s + b].to(dev)).float()
-            logp = F.log_softmax(out, 1)
-            prob = logp.detach().exp().mean(0)
-            for k in range(out.shape[1]):
-                gs = torch.autograd.grad(-logp[:, k].mean(), list(params.values()), retain_graph=True,
-                                         allow_unused=True)
-                for (n, _), g in zip(params.items(), gs):
-                    if g is not None:
-                        total[n] += prob[k] * g.float() ** 2
-            n_batches += 1
-    finally:
-        model.train(was)
-    return {n: t / n_batches for n, t in total.items()}
 
 
 def _is_head(model: nn.Module, name: str, p: torch.Tensor, n_classes: int) -> bool:
@@ -209,23 +165,23 @@ def _fisher(model, retain, forget, *, valid, seed, mask, alpha, row_mean, fisher
     """
     alpha = check_number(alpha, "alpha", 0.0)
     Xr = retain[0]
-    # a uniform subsample of D_r (full mode: the Fisher costs C backward passes per example); a smoke run
-    # (config.smoke) caps it at config.SMOKE_BATCH rows like IU's curvature sample
+    # a uniform subsample of D_r (full mode: the Fisher costs C backward passes per example); the session's
+    # budget (a smoke run) caps it at one batch of rows like IU's curvature sample
     n = Xr.shape[0] if fisher_samples is None else check_int(fisher_samples, "fisher_samples", 1)
-    n = config.smoke_cap(n, config.SMOKE_BATCH)
+    n = config.budget().cap_batch(n)
     if n < Xr.shape[0]:
         g = torch.Generator().manual_seed(config.derive_seed(seed, 6))
         Xr = Xr[torch.randperm(Xr.shape[0], generator=g)[:n]]
     if mask is not None:
-        check(mask, model)
-    fisher = fisher_diagonal(model, Xr, batch_size=fisher_batch)
+        check_mask(mask, model)
+    fisher = true_fisher_diagonal(model, Xr, batch_size=fisher_batch)
     with torch.no_grad():
-        C = int(_functional(model)({n: p.detach() for n, p in _trainable(model).items()},
-                                   Xr[0].to(next(model.parameters()).device)).shape[0])
+        C = int(_functional(model)({n: p.detach() for n, p in trainable(model).items()},
+                                   Xr[0].to(model_device(model))).shape[0])
     var = fisher_variance(model, fisher, alpha, n_classes=C, row_mean=row_mean)
     gen = torch.Generator().manual_seed(config.derive_seed(seed, 7))
     with torch.no_grad():
-        for n, p in _trainable(model).items():
+        for n, p in trainable(model).items():
             noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype) * var[n].sqrt().to(p.dtype)
             _masked_add(p, noise, mask, n)
     if forget_classes is not None:
@@ -243,7 +199,7 @@ def _zero_class_rows(model: nn.Module, classes, n_classes: int, mask: Mask | Non
     gen = torch.Generator().manual_seed(seed)
     rows = torch.tensor(sorted(set(classes)))
     with torch.no_grad():
-        for n, p in _trainable(model).items():
+        for n, p in trainable(model).items():
             if p.ndim >= 1 and p.shape[0] == n_classes:
                 new = p.detach().clone()
                 new[rows] = (torch.randn(new[rows].shape, generator=gen) * CLASS_ROW_VAR ** 0.5).to(p.device, p.dtype)
@@ -261,9 +217,9 @@ def _masked_add(p: torch.Tensor, delta: torch.Tensor, mask: Mask | None, name: s
 def influence_vector(model: nn.Module, retain, forget, *, mask: Mask | None = None) -> torch.Tensor:
     """Prop. 1's ``sum_i (1/N - w_i) grad l_i(theta_o) = (N_f/N) (mean forget grad - mean retain
     grad)``, flattened like :func:`per_example_gradients` (masked coordinates only)."""
-    gf, gr = forget_gradients(model, forget), forget_gradients(model, retain)
+    gf, gr = mean_loss_gradient(model, forget), mean_loss_gradient(model, retain)
     Nf, Nr = forget[0].shape[0], retain[0].shape[0]
-    names = list(_trainable(model))
+    names = list(trainable(model))
     v = torch.cat([(gf[n] - gr[n]).reshape(-1) for n in names]) * (Nf / (Nf + Nr))
     return v[_selector(model, mask)]
 
@@ -279,7 +235,7 @@ def woodfisher_solve(G: torch.Tensor, v: torch.Tensor, damping: float) -> torch.
 
 
 def _exact_hessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    params = {n: p.detach() for n, p in _trainable(model).items()}
+    params = {n: p.detach() for n, p in trainable(model).items()}
     flat0 = torch.cat([p.reshape(-1) for p in params.values()])
     shapes = [(n, p.shape, p.numel()) for n, p in params.items()]
     buffers = dict(model.named_buffers())
@@ -294,14 +250,9 @@ def _exact_hessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sel: torc
             at += k
         return F.cross_entropy(functional_call(model, (ps, buffers), (X.to(dev),)).float(), y.to(dev))
 
-    was = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():  # torch.func's forward-mode path warns about torch.jit internals
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.func.hessian(loss)(flat0[sel])
-    finally:
-        model.train(was)
+    with eval_mode(model), warnings.catch_warnings():  # torch.func's forward mode warns about torch.jit
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.func.hessian(loss)(flat0[sel])
 
 
 @register("influence", aliases=("iu",), alpha=1.0, damping=1e-2, n_samples=512, curvature="woodfisher")
@@ -312,7 +263,7 @@ def _influence(model, retain, forget, *, valid, seed, mask, alpha, damping, n_sa
     if curvature not in CURVATURES:
         raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
     if mask is not None:
-        check(mask, model)
+        check_mask(mask, model)
     sel = _selector(model, mask)
     d = int(sel.sum())
     if d == 0:
@@ -328,7 +279,7 @@ def _influence(model, retain, forget, *, valid, seed, mask, alpha, damping, n_sa
         step = torch.linalg.solve(H + damping * torch.eye(d, dtype=torch.float64, device=H.device),
                                   v.double()).to(v.dtype)
     else:
-        n = config.smoke_cap(check_int(n_samples, "n_samples", 1), config.SMOKE_BATCH)  # n x d floats in memory
+        n = config.budget().cap_batch(check_int(n_samples, "n_samples", 1))  # n x d floats in memory
         rows = torch.arange(X.shape[0])
         if n < X.shape[0]:
             g = torch.Generator().manual_seed(config.derive_seed(seed, 5))
@@ -339,7 +290,7 @@ def _influence(model, retain, forget, *, valid, seed, mask, alpha, damping, n_sa
         flat = torch.zeros(sel.shape[0], dtype=step.dtype, device=step.device)
         flat[sel] = alpha * step
         at = 0
-        for n, p in _trainable(model).items():
+        for n, p in trainable(model).items():
             k = p.numel()
             upd = flat[at:at + k].reshape(p.shape).to(p.dtype)
             at += k

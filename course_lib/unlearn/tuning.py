@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import config
+from .registry import resolve
 
 TABLE = Path(__file__).with_name("tuned.json")
 _AUGMENT = {"random_crop_flip": "random_crop_flip"}   # names stored in the JSON -> course_lib.data functions
@@ -34,10 +35,9 @@ def about() -> dict:
 def tuned(method: str, scenario: str, fast: bool | None = None) -> dict:
     """The hyper-parameters of ``method`` (a registry name or alias) for ``scenario`` in FAST or full
     mode, ready for ``unlearn(method, ..., **tuned(method, scenario))``."""
-    from . import _resolve
     from .. import data as _data
 
-    name = _resolve(method)
+    name = resolve(method)
     mode = "fast" if config.fast_mode(fast) else "full"
     table = _table()[mode]
     rows = table.get(scenario, table.get("*"))

@@ -9,7 +9,7 @@
 * ``ssd`` (Selective Synaptic Dampening; Foster et al., AAAI 2024, compared in 003 Tables 2-4):
   no training. Diagonal Fisher importances ``I_D`` (training set = retain + forget) and ``I_f``
   (forget set), each the mean over mini-batches of the squared gradient of the batch's mean
-  cross-entropy; every parameter with ``I_f > alpha * I_D`` is multiplied by
+  cross-entropy (:func:`course_lib.params.empirical_fisher_diagonal`); every parameter with ``I_f > alpha * I_D`` is multiplied by
   ``min(lam * I_D / I_f, 1)``. ``mask`` (optional) restricts the dampening. The registry defaults
   alpha = 10, lambda = 1 are Foster et al.'s defaults, not values 003 states (our copy of 003 does not
   give the ones it used).
@@ -22,21 +22,21 @@ fallbacks.
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from .. import config
-from ..masks import check as _check_mask
-from ..masks import localize
-from ..masks.localization import classifier_names
-from ..train import fit, model_device
-from . import register
-from .baselines import _reset
+from ..masks.localization import classifier_names, localize
+from ..masks.ops import full
+from ..models import reset_parameters
+from ..params import check_mask, empirical_fisher_diagonal
+from ..train import fit
+from ..validation import check_number
+from .registry import register
 
 
 @torch.no_grad()
 def reset_masked(model, mask, seed: int):
     """Copy the entries opened by ``mask`` from a fresh initialisation drawn under ``seed`` (in place)."""
-    fresh = dict(_reset(model, seed).named_parameters())
+    fresh = dict(reset_parameters(model, seed).named_parameters())
     for n, p in model.named_parameters():
         if n in mask:
             p.copy_(torch.where(mask[n].to(p.device), fresh[n].to(p.device, p.dtype), p))
@@ -54,10 +54,7 @@ def rft_mask(model, mask):
 
 
 def _rft(model, retain, seed, mask, hp):
-    if mask is None:
-        from ..masks import full
-        mask = full(model)
-    _check_mask(mask, model)
+    mask = full(model) if mask is None else check_mask(mask, model)
     reset_masked(model, mask, config.derive_seed(seed, 7))
     fit(model, *retain, seed=seed, mask=rft_mask(model, mask), desc="reset + finetune", **hp)
     return model
@@ -77,37 +74,16 @@ def _del(model, retain, forget, *, valid, seed, mask, budget, top_fraction, **hp
     return _rft(model, retain, seed, m, hp)
 
 
-def fisher_diagonal(model, X, y, batch_size: int) -> dict[str, torch.Tensor]:
-    """Mean over mini-batches (in order) of the squared gradient of each batch's mean CE (eval mode)."""
-    dev = model_device(model)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    was = model.training
-    model.eval()
-    n_batches = 0
-    try:
-        for s in range(0, X.shape[0], batch_size):
-            loss = F.cross_entropy(model(X[s:s + batch_size].to(dev)).float(), y[s:s + batch_size].to(dev))
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            for (n, _), g in zip(params.items(), grads):
-                if g is not None:
-                    total[n] += g.detach() ** 2
-            n_batches += 1
-    finally:
-        model.train(was)
-    return {n: t / n_batches for n, t in total.items()}
-
-
 @register("ssd", epochs=0, alpha=10.0, lam=1.0)
 def _ssd(model, retain, forget, *, valid, seed, mask, alpha, lam, batch_size, **hp):
-    if alpha <= 0 or lam <= 0:
-        raise ValueError(f"ssd needs alpha > 0 and lam > 0, got alpha={alpha}, lam={lam}")
+    alpha = check_number(alpha, "ssd's alpha", 0.0, lo_open=True)
+    lam = check_number(lam, "ssd's lam", 0.0, lo_open=True)
     if mask is not None:
-        _check_mask(mask, model)
+        check_mask(mask, model)
     X = torch.cat([retain[0], forget[0]])
     y = torch.cat([retain[1].cpu(), forget[1].cpu()])
-    imp_d = fisher_diagonal(model, X, y, batch_size)
-    imp_f = fisher_diagonal(model, *forget, batch_size)
+    imp_d = empirical_fisher_diagonal(model, X, y, batch_size=batch_size)
+    imp_f = empirical_fisher_diagonal(model, *forget, batch_size=batch_size)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n not in imp_d:
