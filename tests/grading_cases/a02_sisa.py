@@ -1,10 +1,24 @@
-"""Synthetic submissions of a02_sisa (12 points: A 1 + 1, B 3, C 4, D 2, E 1)."""
+"""Synthetic submissions of a02_sisa (14 points: A 1 + 1, B 3, C 4, D 3, E 2)."""
 from . import Case, solution_of, stub
 
 A = "a02_sisa"
-SOL = {g: solution_of(A, g) for g in ("assign_rows", "slice_share", "retrain_shard", "unlearn", "expected_cost",
+SOL = {g: solution_of(A, g) for g in ("assign_rows", "slice_share", "retrain_shard", "unlearn", "batch_cost",
                                       "answer_e")}
-STUB = {g: stub(A, g) for g in ("assign_rows", "retrain_shard", "unlearn", "expected_cost")}
+STUB = {g: stub(A, g) for g in ("assign_rows", "retrain_shard", "unlearn", "batch_cost")}
+
+# What copying lecture 02 gives: its code calls the library (`place` of section 5 for the shards; SISA's own
+# unlearn), which raises in the sandbox, and its one from-scratch cost (section 3: one row, the model's actual
+# shard and slice sizes) ignores K. Parts B and C have no lecture cell to copy (the lecture calls m.unlearn).
+LECTURE_ASSIGN = """from course_lib.exact.sharding import place
+
+def assign_rows(ids, seed, n_shards, n_slices):
+    return place(ids, seed, n_shards, n_slices)
+"""
+LECTURE_COST = """def expected_batch_cost(sizes, e, K):
+    sz = torch.as_tensor(np.asarray(sizes), dtype=torch.float64)   # [S, R] rows per shard and slice
+    tail = sz.cumsum(1).flip(1).cumsum(1).flip(1)       # sum over j >= r of the rows trained at slice j
+    return float((sz * e * tail).sum() / sz.sum())
+"""
 
 NO_RETRAIN = '''def unlearn(model, ids):
     ids = torch.as_tensor(ids).long().flatten()
@@ -38,26 +52,39 @@ CASES = [
     # the given same_model, so Part C scores 0 and the other parts keep their points
     Case("cheat 3: never re-trains + `same_model = lambda *a: True`",
          edits={"unlearn": NO_RETRAIN + "\nsame_model = lambda *a, **k: True\n"},
-         score=8, parts={"test_retrain_shard": 3, "test_unlearn": 0, "test_expected_cost": 2, "test_answer_e": 1}),
+         score=10, parts={"test_retrain_shard": 3, "test_unlearn": 0, "test_batch_cost": 3, "test_answer_e": 2}),
     # (4) a function object of the library copied whole: it raises in the sandbox, and MiniSISA.fit needs
     # Part A1, so Parts B and C cannot run either (A2, D and E keep their points)
     Case("cheat 4: assign_rows = sisa.assign (copied whole)",
          edits={"assign_rows": "from course_lib.exact import sisa\nassign_rows = sisa.assign\n"},
-         score=4, parts={"test_assign_rows": 0, "test_slice_share": 1, "test_retrain_shard": 0, "test_unlearn": 0,
-                         "test_expected_cost": 2, "test_answer_e": 1}),
+         score=6, parts={"test_assign_rows": 0, "test_slice_share": 1, "test_retrain_shard": 0, "test_unlearn": 0,
+                         "test_batch_cost": 3, "test_answer_e": 2}),
+    # the lecture's cells, adapted to the stubs' signatures, and nothing else: 0 of 14
+    Case("lecture-copy", base="release", edits={"assign_rows": LECTURE_ASSIGN, "batch_cost": LECTURE_COST},
+         score=0),
     # plausible bugs the old tests let through
     Case("bug: slice of the last id in the shard, not the earliest",
          edits={"unlearn": SOL["unlearn"].replace("start[s] = min(r, start.get(s, r))", "start[s] = r")},
-         score=8, parts={"test_unlearn": 0}),
+         score=10, parts={"test_unlearn": 0}),
     Case("bug: ids used as positions",
          edits={"unlearn": SOL["unlearn"].replace("pos = model.positions(ids)", "pos = ids")},
-         score=8, parts={"test_unlearn": 0}),
+         score=10, parts={"test_unlearn": 0}),
+    # K rows drawn with replacement: (1 - u/N)^K instead of the product over distinct rows (right for K = 1)
+    Case("bug: Part D draws the K rows with replacement",
+         edits={"batch_cost": SOL["batch_cost"].replace(
+             "    for t in range(int(K)):\n        p_none *= np.clip(N - union - t, 0, None) / (N - t)\n",
+             "    p_none = (1.0 - union / N) ** K\n")},
+         score=11, parts={"test_batch_cost": 0}),
+    # E1 off by one: counts the deleted row's position as moving too
+    Case("bug: Part E counts the rows from position 100 on",
+         edits={"answer_e": "MOVED_ROWS = 900\nSHARDS_RETRAINED = 4\n"},
+         score=12, parts={"test_answer_e": 0}),
     # resuming from the checkpoint itself, not a copy: the final weights are right, but the checkpoint the
     # shard resumed from is trained over (caught by Part B's hidden test through the model copied back)
     Case("bug: resumes from the checkpoint itself (no copy)",
          edits={"retrain_shard": SOL["retrain_shard"].replace("copy_state(model.ckpt[(s, from_slice - 1)])",
                                                               "model.ckpt[(s, from_slice - 1)]")},
-         score=9, parts={"test_retrain_shard": 0, "test_unlearn": 4}),
+         score=11, parts={"test_retrain_shard": 0, "test_unlearn": 4}),
     Case("different: Python-int arithmetic, loops",
          edits={"assign_rows": "def assign_rows(ids, seed, n_shards, n_slices):\n"
                                "    for v in (n_shards, n_slices):\n"
@@ -81,11 +108,17 @@ CASES = [
                            "    model.drop(pos)\n    shards = sorted(first)\n"
                            "    cost = [retrain_shard(model, s, first[s]) for s in shards]\n"
                            "    return {'shards': shards, 'from_slices': [first[s] for s in shards], 'samples': sum(cost)}\n",
-                "expected_cost": "def expected_cost(slice_rows, e):\n    sizes = [float(v) for v in slice_rows]\n"
-                                 "    total, cost = sum(sizes), 0.0\n    for r, k in enumerate(sizes):\n"
-                                 "        cost += k / total * sum(e * sum(sizes[:j + 1]) for j in range(r, len(sizes)))\n"
-                                 "    return cost\n",
-                "answer_e": "answer_e = 'c'\n"}),
+                # Part D by the earliest hit slice: P(earliest = r) = P(none before r) - P(none up to r), math.comb
+                "batch_cost": "import math\n\ndef expected_batch_cost(sizes, e, K):\n"
+                              "    rows = [[int(v) for v in shard] for shard in np.asarray(sizes).tolist()]\n"
+                              "    N = sum(sum(shard) for shard in rows)\n"
+                              "    none = lambda a: math.comb(N - a, K) / math.comb(N, K)\n"
+                              "    total = 0.0\n    for shard in rows:\n        R = len(shard)\n"
+                              "        for r in range(R):\n            before, upto = sum(shard[:r]), sum(shard[:r + 1])\n"
+                              "            p = none(before) - none(upto)\n"
+                              "            total += p * e * sum(sum(shard[:j + 1]) for j in range(r, R))\n"
+                              "    return total\n",
+                "answer_e": "MOVED_ROWS = 1000 - 100 - 1\nSHARDS_RETRAINED = int(4)\n"}),
     # correct, in other conventions: rows dropped by hand with setattr, `max` as a variable name, NumPy
     # scalars, torch float64 for Part D, a reproducibility flag
     Case("different: setattr drop, `max` as a name, numpy scalars, torch Part D",
@@ -105,10 +138,13 @@ CASES = [
                            "    for s in sorted(max):\n        total += retrain_shard(model, s, max[s])\n"
                            "    return {'shards': sorted(max), 'from_slices': [max[s] for s in sorted(max)],"
                            " 'samples': int(total)}\n",
-                "expected_cost": "torch.backends.cudnn.deterministic = True\n\n"
-                                 "def expected_cost(slice_rows, e):\n"
-                                 "    n = torch.as_tensor(np.asarray(slice_rows), dtype=torch.float64)\n"
-                                 "    union = torch.cumsum(n, 0)\n"
-                                 "    tail = torch.flip(torch.cumsum(torch.flip(union, [0]), 0), [0])\n"
-                                 "    return (e * (n * tail).sum() / n.sum()).item()\n"}),
+                # Part D in torch float64, by complement counting over the rows outside slices 0..j; E in numpy ints
+                "batch_cost": "torch.backends.cudnn.deterministic = True\n\n"
+                              "def expected_batch_cost(sizes, e, K):\n"
+                              "    n = torch.as_tensor(np.asarray(sizes), dtype=torch.float64)\n"
+                              "    union = torch.cumsum(n, 1)\n    N = n.sum()\n"
+                              "    t = torch.arange(K, dtype=torch.float64)\n"
+                              "    miss = ((N - union[..., None] - t).clamp(min=0) / (N - t)).prod(-1)\n"
+                              "    return (e * union * (1 - miss)).sum().item()\n",
+                "answer_e": "MOVED_ROWS = np.int64(899)\nSHARDS_RETRAINED = np.int64(4)\n"}),
 ]

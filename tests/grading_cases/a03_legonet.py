@@ -1,9 +1,28 @@
-"""Synthetic submissions of a03_legonet (14 points: A 2 + 1, B 3, C 2, D 4, E 2)."""
+"""Synthetic submissions of a03_legonet (15 points: A 2 + 1, B 3, C 2, D 4, E 2 + 1)."""
 from . import Case, solution_of, stub
 
 A = "a03_legonet"
-SOL = {g: solution_of(A, g) for g in ("init_keys", "p_key_row", "activate", "build_sets", "unlearn_step", "answer_e")}
-STUB = {g: stub(A, g) for g in ("init_keys", "activate", "build_sets", "unlearn_step")}
+SOL = {g: solution_of(A, g) for g in ("init_keys", "p_key_row", "activate", "build_sets", "unlearn_step",
+                                      "request_rows", "answer_e")}
+STUB = {g: stub(A, g) for g in ("init_keys", "activate", "build_sets", "unlearn_step", "request_rows")}
+
+# What copying lecture 03 gives: its code builds keys, activation and requests with the library (LegoNet,
+# legonet.sample_keys, nearest_keys, costs.legonet_request_cost), which raises in the sandbox; its one cost
+# formula, k^2 N / n rows per request, assumes equal adapter sizes. Nothing else has a lecture cell to copy.
+LECTURE = {
+    "init_keys": "from course_lib.exact import legonet\n\n"
+                 "def init_keys(E, n, noise_std, generator):\n"
+                 "    return legonet.sample_keys(E, n, noise_std, generator)\n",
+    "activate": "from course_lib.exact.legonet import nearest_keys\n\n"
+                "def activate(E, keys, k):\n    return nearest_keys(E, keys, k)\n",
+    "unlearn_step": "from course_lib.exact import costs\n\n"
+                    "def unlearn_step(state, forget_ids):\n"
+                    "    return costs.legonet_request_cost([len(m) for m in state['members']])\n",
+    "request_rows": "def expected_request_rows(sizes, N):\n"
+                    "    sizes = np.asarray(sizes, dtype=np.float64)\n"
+                    "    n, k = len(sizes), sizes.sum() / N\n"
+                    "    return float(k ** 2 * N / n)\n",
+}
 
 NO_RETRAIN = '''def unlearn_step(state, forget_ids):
     forget = torch.as_tensor(forget_ids, dtype=torch.long).flatten()
@@ -35,22 +54,32 @@ CASES = [
     # the given train_adapter, so Part D scores 0 and the other parts keep their points
     Case("cheat 3: never re-trains + `train_adapter` redefined",
          edits={"unlearn_step": NO_RETRAIN + "\ntrain_adapter = lambda *a, **k: None\n"},
-         score=10, parts={"test_build_sets": 2, "test_unlearn_step": 0, "test_answer_e": 2}),
+         score=11, parts={"test_build_sets": 2, "test_unlearn_step": 0, "test_request_rows": 2, "test_answer_e": 1}),
     # (4) the library's function object copied whole: it raises in the sandbox; fit_state needs activate,
     # so Part D cannot run either
     Case("cheat 4: activate = nearest_keys (copied whole)",
          edits={"activate": "from course_lib.exact.legonet import nearest_keys\nactivate = nearest_keys\n"},
-         score=7, parts={"test_activate": 0, "test_unlearn_step": 0}),
+         score=8, parts={"test_activate": 0, "test_unlearn_step": 0, "test_request_rows": 2}),
+    # the lecture's cells, adapted to the stubs' signatures, and nothing else: 0 of 15
+    Case("lecture-copy", base="release", edits=LECTURE, score=0),
     # plausible bugs the old tests let through
     Case("bug: forget ids used as positions",
          edits={"unlearn_step": SOL["unlearn_step"].replace('pos = torch.searchsorted(state["ids"], forget)',
                                                             "pos = forget")},
-         score=10, parts={"test_unlearn_step": 0}),
+         score=11, parts={"test_unlearn_step": 0}),
     Case("bug: build_sets gives float tensors for empty sets",
          edits={"build_sets": "def build_sets(act, ids, n):\n"
                               "    return [torch.tensor([int(i) for i, row in zip(ids, act) if j in row.tolist()])"
                               " for j in range(n)]\n"},
-         score=12, parts={"test_build_sets": 0}),
+         score=13, parts={"test_build_sets": 0}),
+    # E1 without the removal: sum |D_aj|^2 / N (the lecture's exercise 3), not Part D's samples after it
+    Case("bug: Part E1 counts the adapters' sizes before the removal",
+         edits={"request_rows": "def expected_request_rows(sizes, N):\n"
+                                "    s = np.asarray(sizes, dtype=np.float64)\n    return float((s * s).sum() / N)\n"},
+         score=13, parts={"test_request_rows": 0}),
+    # E2 read off the lecture's rule of thumb: two rows, 2k adapters
+    Case("bug: Part E2 says 2k (no overlap)", edits={"answer_e": "EXPECTED_ADAPTERS = 6.0\n"},
+         score=14, parts={"test_answer_e": 0}),
     Case("different: multinomial keys, lexsorted activation, loops",
          edits={"init_keys": "def init_keys(E, n, noise_std, generator):\n    N, d = E.shape\n"
                              "    if type(n) is not int or n < 1 or n > N:\n        raise ValueError('n out of range')\n"
@@ -83,7 +112,10 @@ CASES = [
                                 "        state['adapters'][j] = train_adapter(*rows_of(state, state['members'][j]), j, state['seed'])\n"
                                 "        total += int(state['members'][j].numel())\n"
                                 "    return {'adapters': hit, 'samples': total}\n",
-                "answer_e": "answer_e = 'a'\n"}),
+                "request_rows": "def expected_request_rows(sizes, N):\n    total = 0.0\n"
+                                "    for s in [int(v) for v in torch.as_tensor(np.asarray(sizes)).reshape(-1)]:\n"
+                                "        total += (s / N) * (s - 1)\n    return total\n",
+                "answer_e": "EXPECTED_ADAPTERS = 2 * 3 - 3 * 3 / 30   # |A| + |B| - E|A & B|\n"}),
     # correct, in other conventions: keys from an argsort of uniforms and in-place noise, activation by a
     # Python sort per row, sets via setattr on a namespace, Part D in NumPy with new lists (not in place)
     # and `max` as a variable name
@@ -121,5 +153,9 @@ CASES = [
                                 "    state['members'], state['adapters'] = members, adapters\n"
                                 "    max = 0\n    for j in hit:\n        max += len(members[j])\n"
                                 "    return {'adapters': hit, 'samples': max}\n",
-                "answer_e": "answer_e = 'a'\n"}),
+                "request_rows": "def expected_request_rows(sizes, N):\n"
+                                "    s = torch.as_tensor(np.asarray(sizes), dtype=torch.float64)\n"
+                                "    return (s.pow(2).sum() - s.sum()).div(N).item()\n",
+                "answer_e": "from fractions import Fraction\n"
+                            "EXPECTED_ADAPTERS = float(Fraction(57, 10))\n"}),
 ]
