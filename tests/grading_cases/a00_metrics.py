@@ -1,4 +1,8 @@
-"""Synthetic submissions of a00_metrics (12 points: A 2, B 3, C 2, D 3, E 2)."""
+"""Synthetic submissions of a00_metrics (12 points: A 2, B 3, C 2, D 3, E 2 by prediction).
+
+Lecture 00 computes every metric with the course library (``course_lib.metrics``, ``train.accuracy``),
+which raises in the sandbox, and Part E's setting (the masked original) is not in it: a copy of the
+lecture's code earns 0 of 12 (the "lecture-copy" case)."""
 from . import Case, solution_of, stub
 
 A = "a00_metrics"
@@ -75,5 +79,42 @@ CASES = [
                               "    z = z - z.max(dim=1, keepdim=True).values\n"
                               "    p = z.exp() / z.exp().sum(dim=1, keepdim=True)\n"
                               "    return p[torch.arange(len(y)), y]\n",
-                "answer_e": "answer_e = 'a'  # over-forgetting\n"}),
+                "answer_e": "keep = [c for c in range(10) if c != 3]\n"
+                            "pick = lambda z: torch.tensor(keep)[z[:, keep].argmax(1)]   # the column dropped\n"
+                            "zf, zt = train.predict_logits(original, X_f), train.predict_logits(original, X_t)\n"
+                            "ua_mask = 100 - accuracy(pick(zf), y_f)\n"
+                            "ta_gain = accuracy(pick(zt), y_t) - accuracy(zt, y_t)\n"}),
+    # correct, another convention for Part E: a large negative logit instead of -inf, NumPy float64 answers
+    # (named without "different"/"bug": the class-of-30 test takes those three times each, which would crowd
+    # out its hostile students)
+    Case("convention: E with logit - 1e9 and NumPy floats",
+         edits={"answer_e": "z = train.predict_logits(original, X_t).numpy().astype(np.float64)\n"
+                            "zm = z.copy()\nzm[:, 3] -= 1e9\n"
+                            "yt = y_t.numpy()\n"
+                            "ta_gain = np.float64(100 * np.mean(zm.argmax(1) == yt) - 100 * np.mean(z.argmax(1) == yt))\n"
+                            "zf = train.predict_logits(original, X_f).numpy()\nzf[:, 3] -= 1e9\n"
+                            "ua_mask = np.float64(100 * np.mean(zf.argmax(1) != y_f.numpy()))\n"}),
+    # a plausible bug in Part E: the TA gain measured on the whole test set, class 3 included (whose rows the
+    # mask turns wrong): the gain becomes a loss
+    Case("E bug: TA gain on the test set with class 3",
+         edits={"answer_e": SOL["answer_e"].replace(
+             "z_f, z_t = train.predict_logits(original, X_f), train.predict_logits(original, X_t)\n",
+             "z_f, z_t = train.predict_logits(original, X_f), train.predict_logits(original, ds.X_test)\n"
+             "y_t = ds.y_test\n")},
+         score=10, parts={"test_answer_e": 0}),
+    # what copying lecture 00's code earns: its accuracies come from train.accuracy (cell "memo") and its
+    # MIA-Efficacy from the library's metrics (scenarios.compare), both stubs in the sandbox; Part E from the
+    # lecture's "expect UA = 100%" and a guess that a mask changes no test accuracy. 0 of 12.
+    Case("lecture-copy", base="release",
+         edits={"accuracy": "from course_lib import metrics\n\ndef accuracy(pred, y):\n    return metrics.accuracy(pred, y)\n",
+                "ua_ra_ta": "def ua_ra_ta(model, forget, retain, test):\n"
+                            "    return {'UA': 100 - train.accuracy(model, *forget), 'RA': train.accuracy(model, *retain),\n"
+                            "            'TA': train.accuracy(model, *test)}\n",
+                "confidence": "def true_class_confidence(logits, y):\n    return metrics.confidence(logits, y)\n",
+                "mia": "from course_lib import metrics\n\n"
+                       "def mia_efficacy(conf_retain, conf_test, conf_forget, seed=0):\n"
+                       "    return metrics.mia_efficacy(conf_retain, conf_test, conf_forget, seed=seed)\n",
+                "answer_e": "ua_mask = 100.0   # lecture 00, section 6: Retrain never sees the class\n"
+                            "ta_gain = 0.0\n"},
+         score=0),
 ]

@@ -51,31 +51,34 @@ _PASS = "def {f}(*args, **kwargs):\n    return _ref(*args, **kwargs)\n"
 
 #: One spec per graded assignment (grade_ids and names from ``solutions/<a>/<a>.ipynb``).
 SPECS = {s.assignment: s for s in [
-    Spec("a00_metrics", "ua_ra_ta", "ua_ra_ta", "answer_e", {"answer_e": "str"},
+    Spec("a00_metrics", "ua_ra_ta", "ua_ra_ta", "answer_e", {"ua_mask": "float", "ta_gain": "float"},
          "confidence", "metrics", "confidence", _PASS.format(f="true_class_confidence")),
     Spec("a01_definitions", "part_b_solution", "epsilon_two_samples", "part_c_solution",
-         {"N_MIN": "int", "ANSWER_C2": "str"},
+         {"N_MIN": "int", "P_CAP": "float", "EPS_NULL": "float"},
          "part_a_solution", "exact.ridge", "woodbury_downdate",
          "import numpy as np\n\ndef ridge_remove(A_inv, b, X_f, Y_f):\n"
          "    X_f = np.atleast_2d(np.asarray(X_f, dtype=np.float64))\n"
+         "    X_f = np.hstack([X_f, np.ones((len(X_f), 1))])      # the intercept's column\n"
          "    return _ref(np.asarray(A_inv, dtype=np.float64), X_f), np.asarray(b) - X_f.T @ np.asarray(Y_f)\n"),
-    Spec("a02_sisa", "retrain_shard", "retrain_shard", "answer_e", {"answer_e": "str"},
+    Spec("a02_sisa", "retrain_shard", "retrain_shard", "answer_e", {"MOVED_ROWS": "int", "SHARDS_RETRAINED": "int"},
          "assign_rows", "exact.sisa", "assign", _PASS.format(f="assign_rows")),
-    Spec("a03_legonet", "activate", "activate", "answer_e", {"answer_e": "str"},
+    Spec("a03_legonet", "activate", "activate", "answer_e", {"EXPECTED_ADAPTERS": "float"},
          "activate", "exact.legonet", "nearest_keys", _PASS.format(f="activate")),
-    Spec("a04_boundary", "nbi_labels", "nbi_labels", "answer_d", {"kept_share": "float"},
+    Spec("a04_boundary", "nbi_labels", "nbi_labels", "answer_d", {"kept_fgsm": "float", "kept_pgd": "float"},
          "neighbours", "unlearn.boundary", "neighbour_search", _PASS.format(f="neighbours")),
-    Spec("a05_salun", "masked_rl", "masked_random_label", "answer_c", {"head_share": "float"},
+    Spec("a05_salun", "masked_rl", "masked_random_label", "answer_c",
+         {"ratio_decay": "float", "moves_momentum_only": "str", "drift_after_freeze": "float"},
          "saliency", "masks", "saliency",
          "def saliency_mask(model, X_f, y_f, fraction):\n    return _ref(model, (X_f, y_f), fraction)\n"),
-    Spec("a06_sparsity", "finetune_pruned", "finetune_pruned", "answer_d", {"answer_d": "str"},
+    Spec("a06_sparsity", "finetune_pruned", "finetune_pruned", "answer_d",
+         {"gap_direction": "str", "gap_change": "float"},
          "omp_mask", "masks", "omp", _PASS.format(f="omp_mask")),
-    Spec("a07_del", "budget_mask", "budget_mask", "answer_d", {"answer_d": "int"},
-         "budget_mask", "masks.localization", "select_units",
-         "def budget_mask(model, units, scores, budget):\n    structure = _lib.layers(model)\n"
-         "    allowed = int(budget * sum(p.numel() for p in model.parameters()) + 1e-9)\n"
-         "    chosen = _ref(scores, [l.unit_size for l in structure], allowed)\n"
-         "    return _lib.mask_from_units(model, structure, chosen)\n"),
+    Spec("a07_del", "weight_mask", "weight_mask", "answer_d",
+         {"more_forgotten": "str", "forget_acc_difference": "float"},
+         "weight_mask", "params", "global_topk",
+         "def weight_mask(model, scores, budget):\n"
+         "    k = int(budget * sum(p.numel() for p in model.parameters()) + 1e-9)\n"
+         "    return _ref({n: scores[n] for n, _ in model.named_parameters()}, k)\n"),
 ]}
 
 
