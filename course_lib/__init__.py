@@ -37,6 +37,11 @@ Methods and measurements
     ``metrics``      UA, RA, TA, MIA-Efficacy / MIA-Privacy, disparity to Retrain, tables
     ``scenarios``    the course's forgetting scenarios (random, class, noniid, mislabeled, backdoor):
                      data, forget set and the original's recipe, memorising in FAST mode
+The capstone
+    ``challenge``    the unlearning challenge (a08) scored by the NeurIPS 2023 competition's rule:
+                     splits and cached populations (``challenge/protocol.py``), running and scoring a
+                     submission under a compute budget, the baselines (``challenge/scoring.py``), the
+                     class leaderboard (``challenge/board.py``)
 Presentation
     ``plots``        shared figures, decision-space plots (``plots.explorer`` re-exports the explorer)
     ``explorer``     the lectures' ipywidgets explorers; headless (``COURSE_HEADLESS=1``): a static view

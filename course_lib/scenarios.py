@@ -241,7 +241,7 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha1(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def _recipe_key(sc: Scenario) -> tuple:
+def recipe_key(sc: Scenario) -> tuple:
     """What the original depends on: the training data (its labels, and the pixels for a poisoned set),
     the seed and the recipe. ``random``, ``class`` and ``noniid`` share one original per seed."""
     X = sc.data.X_train
@@ -257,7 +257,7 @@ def trained(name: str | Scenario, seed: int = 0, fast: bool | None = None) -> tu
     depends on (data, seed, recipe), so scenarios on the same data share it; Retrain also by the forget
     set. Do not train the returned models in place: ``unlearn.unlearn`` works on a copy."""
     sc = name if isinstance(name, Scenario) else make(name, seed=seed, fast=fast)
-    key = _recipe_key(sc)
+    key = recipe_key(sc)
     if key not in _ORIGINALS:
         _ORIGINALS[key] = sc.train_original()
     rkey = key + (_digest(torch.sort(sc.forget_idx.long()).values),)

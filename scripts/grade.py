@@ -22,6 +22,11 @@ an LMS gradebook imports), OUT/similarity.csv (answer cells very close to the in
 or to the library's reference code: for a person to read, never zeroed), OUT/feedback/<student>.html
 (visible tests and messages; hidden tests only say that they failed) and OUT/logs/.
 
+A challenge assignment (a08_challenge: its tests leave each student's score as a record) also gets a
+class leaderboard, printed under the table: OUT/leaderboard.csv (one row per student and per baseline:
+F, RA and TA ratios, final score, rank, seconds, status), OUT/leaderboard.png (final score per student,
+baselines as lines) and OUT/feedback/leaderboard.html (for the class, students under pseudonyms).
+
 Without a working bubblewrap (sandbox mode "none") grading refuses: student code would run with the
 grader's rights. --no-sandbox grades anyway, without isolation: UNSAFE, for a trusted local test only.
 
@@ -152,6 +157,25 @@ def table(graded) -> str:
     return "\n".join(lines + (["", "notes:"] + notes if notes else []))
 
 
+def leaderboard(graded) -> str | None:
+    """A challenge's class leaderboard (when some student's tests left a record): written next to the
+    grades by ``course_lib.challenge.class_leaderboard``; the text to print. None for other assignments
+    (the challenge module, and torch with it, is then not even imported)."""
+    recs = [r.record for r in graded if isinstance(getattr(r, "record", None), dict)]
+    if not recs:
+        return None
+    from course_lib import challenge
+
+    made = challenge.class_leaderboard(graded, graded.out_dir)
+    if not made:
+        return None
+    rows, paths = made
+    first = next((r for r in recs if challenge.RECORD_KEY in r), recs[0])
+    n = f", N = {first['n_models']} models per population" if first.get("n_models") else ""
+    return (f"Leaderboard (grading split: {first.get('split', '?')}{n})\n{challenge.format_rows(rows)}\n\n"
+            f"Wrote {paths['csv']}\n      {paths['png']}\n      {paths['html']} (for the class: pseudonyms)")
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     args = parse_args(argv)
@@ -187,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nWrote {graded.csv}\n      {graded.lms_csv} (for the LMS gradebook)\n      "
           f"{graded.out_dir / 'similarity.csv'} (answers to read: close to the solution or the library)\n      "
           f"{n_feedback} feedback file(s) in {graded.out_dir / 'feedback'}/ (without hidden tests)")
+    try:
+        board = leaderboard(graded)
+    except Exception as exc:  # noqa: BLE001 - the grades are written: say what failed, keep them
+        board = None
+        print(f"course.sh grade: the leaderboard could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if board:
+        print(f"\n{board}\n")
     rate = f" = {3600 * graded.ran / graded.seconds:.0f} students/hour" if graded.seconds > 0 and graded.ran else ""
     print(f"{graded.ran} students ran in {graded.seconds:.0f} s{rate} with {graded.workers} "
           f"worker{'s' if graded.workers != 1 else ''} (sandbox: {box})")

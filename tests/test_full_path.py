@@ -64,6 +64,7 @@ EXPECT = {
     "06_sparsity": ["cifar10", "resnet18"],
     "06b_l1_backdoor": ["cifar10", "resnet18"],
     "07_del": ["cifar10", "resnet18"],
+    "08_challenge": ["cifar10", "resnet18"],
 }
 
 

@@ -247,6 +247,78 @@ def test_similarity_report_flags_a_copy_of_the_solution(graded):
     assert "for a human to look at" in rows["alice"]["note"] and rows["alice"]["status"] == "ok"
 
 
+@pytest.mark.nbgrader
+def test_no_leaderboard_for_an_assignment_whose_tests_leave_no_record(graded):
+    """a00_metrics leaves no ``__course_record__``: no leaderboard printed or written, records null."""
+    proc, out, _ = graded
+    assert "Leaderboard" not in proc.stdout and "leaderboard" not in proc.stderr
+    assert not (out / "leaderboard.csv").exists() and not (out / "feedback" / "leaderboard.html").exists()
+    log = json.loads((out / "logs" / "alice.json").read_text(encoding="utf-8"))
+    assert "record" in log and log["record"] is None
+
+
+def test_the_record_a_students_tests_left_is_kept_in_the_grade_row():
+    """``batch._result`` copies the executor's ``record`` (a dict) into the row, None otherwise; the
+    rest of the row is as before."""
+    from course_lib.grading import batch
+
+    rec = {"challenge": {"final": 0.05, "status": "ok"}, "split": "grading"}
+    exported = {"alice": {"score": 2.0, "max_score": 2.0, "parts": {"t": 2.0}}}
+    row = batch._result(collect.Submission("alice"), {"status": "ok", "seconds": 4.0, "record": rec}, {"t": 2.0},
+                        exported, None)
+    assert row.record == rec and row.score == 2.0 and row.parts == {"t": 2.0} and row.status == "ok"
+    assert row.seconds == 4.0
+    for res in ({"status": "ok", "seconds": 1.0}, {"status": "ok", "record": [1, 2]}, None):
+        assert batch._result(collect.Submission("alice"), res, {"t": 2.0}, exported, None).record is None
+    assert batch.StudentResult("bob", 0.0, 2.0, {}).record is None
+
+
+def _challenge_class(out: Path, records: bool = True):
+    """A graded class as ``batch.grade`` returns it, with challenge records (hand-made plain data)."""
+    from course_lib.grading import batch
+
+    def res(final, status="ok"):
+        return {"name": "x", "F": final, "ra_ratio": 1.0, "ta_ratio": 1.0, "final": final, "seconds": 2.5,
+                "status": status}
+
+    base = {"do nothing": res(0.037), "Retrain": res(0.191), "fine-tune": res(0.035), "NegGrad+": res(0.017)}
+    rec = lambda r: {"challenge": r, "split": "grading", "n_models": 32, "baselines": base} if records else None  # noqa: E731
+    rows = [batch.StudentResult("alice", 3.0, 5.0, {}, record=rec(res(0.08))),
+            batch.StudentResult("bob", 0.0, 5.0, {}, record=rec(res(None, "over budget"))),
+            batch.StudentResult("carol", 0.0, 5.0, {}, flags=["crashed"])]
+    return batch.ClassGrades(rows, workers=1, seconds=1.0, ran=3, parts={}, names={}, out_dir=out)
+
+
+def test_a_challenge_class_gets_a_leaderboard_printed_and_written(tmp_path):
+    """Rows with records: the leaderboard under its heading (students and baselines ranked, the refused
+    and the unscored unranked), and the CSV, figure and class page written where it says."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import grade as cli
+
+    text = cli.leaderboard(_challenge_class(tmp_path))
+    assert text.startswith("Leaderboard (grading split: grading, N = 32 models per population)"), text
+    lines = text.splitlines()
+    ranked = [ln.split()[1] for ln in lines[3:] if ln.split() and ln.split()[0].isdigit()]
+    assert ranked == ["Retrain", "alice", "do", "fine-tune", "NegGrad+"], text
+    assert any(" bob " in ln and "over budget" in ln for ln in lines), text
+    assert any("carol" in ln and "not scored (crashed)" in ln for ln in lines), text
+    for f in ("leaderboard.csv", "leaderboard.png", "feedback/leaderboard.html"):
+        assert (tmp_path / f).exists() and str(tmp_path / f) in text, f
+    with open(tmp_path / "leaderboard.csv", newline="", encoding="utf-8") as fh:
+        names = [r["name"] for r in csv.DictReader(fh)]
+    assert sorted(names) == sorted(["alice", "bob", "carol", "do nothing", "Retrain", "fine-tune", "NegGrad+"])
+
+
+def test_a_class_without_records_gets_no_leaderboard_and_does_not_import_the_challenge(tmp_path):
+    code = ("import sys; sys.path.insert(0, 'scripts'); sys.path.insert(0, 'tests'); import grade, test_grade\n"
+            f"assert grade.leaderboard(test_grade._challenge_class(__import__('pathlib').Path({str(tmp_path)!r}), "
+            "records=False)) is None\n"
+            "assert 'course_lib.challenge' not in sys.modules, 'imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_command_lines_exit_2():
     """An unknown assignment lists the known ones; a missing folder says so; both exit 2."""
     proc = subprocess.run(["bash", str(COURSE_SH), "grade", "a99_nothing", str(ROOT)], env=_env(),

@@ -67,20 +67,20 @@ def check(gid: str, src: str, points: float = 1):
     return _cell("test", gid, src, points)
 
 
-def _write(cells, path: Path, forbidden=()) -> Path:
+def _write(cells, path: Path, forbidden=(), private_data: bool = False) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = cells
-    nb.metadata["course"] = {"forbidden": list(forbidden)}
+    nb.metadata["course"] = {"forbidden": list(forbidden), **({"private_data": True} if private_data else {})}
     nbformat.write(nb, str(path))
     return path
 
 
-def notebooks(tmp_path: Path, cells, forbidden=()):
+def notebooks(tmp_path: Path, cells, forbidden=(), private_data: bool = False):
     """(source, submission, workdir): the source holds a placeholder in every answer cell, the
-    submission the student's code given in ``cells``."""
+    submission the student's code given in ``cells`` (``private_data``: the source's metadata)."""
     source_cells = [_cell("answer", c.metadata["nbgrader"]["grade_id"], "raise NotImplementedError()")
                     if c.metadata["nbgrader"]["solution"] else c for c in cells]
-    src = _write(source_cells, tmp_path / "source.ipynb", forbidden)
+    src = _write(source_cells, tmp_path / "source.ipynb", forbidden, private_data)
     sub = _write(cells, tmp_path / "submission.ipynb")
     work = tmp_path / "work"
     work.mkdir()
@@ -631,3 +631,97 @@ def test_a_new_sandbox_works_after_all_of_the_above(tmp_path):
     to grade the next notebook."""
     res = grade(tmp_path, [answer("a", "def f():\n    return 41 + 1\n"), check("t", "assert f() == 42\n")])
     assert res["status"] == "ok" and res["score"] == 1, _explain(res)
+
+
+# ----------------------------------------------------------------- records and private data
+
+def test_a_test_cells_record_reaches_the_result_and_an_answer_cells_never_does(tmp_path):
+    """``__course_record__`` bound by a test cell is the result's ``record`` (a plain dict); a student
+    binding it in an answer cell, before or after, reaches neither the tests nor the result."""
+    cells = [
+        given(_PREAMBLE),
+        answer("a", "__course_record__ = {'final': 99.0, 'by': 'student'}\nx = 1\n"),
+        check("t_not_seen", "assert '__course_record__' not in globals()\nassert x == 1\n"),
+        check("t_record", "__course_record__ = {'challenge': {'final': 0.05, 'status': 'ok'}, 'split': 'grading'}\n"),
+        answer("b", "__course_record__ = {'final': 99.0, 'by': 'student'}\n"),
+        check("t_kept", "assert __course_record__['challenge']['final'] == 0.05\n"),
+    ]
+    res = grade(tmp_path, cells)
+    assert_parts(res, {"t_not_seen": 1, "t_record": 1, "t_kept": 1})
+    assert res["record"] == {"challenge": {"final": 0.05, "status": "ok"}, "split": "grading"}
+    assert json.loads(json.dumps(res)) == res
+
+
+def test_only_a_student_binding_the_record_leaves_none(tmp_path):
+    cells = [given(_PREAMBLE), answer("a", "__course_record__ = {'final': 99.0}\n"), check("t", "pass\n")]
+    res = grade(tmp_path, cells)
+    assert_parts(res, {"t": 1})
+    assert res["record"] is None and not any("__course_record__" in n for n in res["notes"])
+
+
+def test_a_record_that_is_not_plain_data_is_dropped_with_a_note(tmp_path):
+    cells = [given(_PREAMBLE), answer("a", "y = 2\n"), check("t", "__course_record__ = {'f': print}\n")]
+    res = grade(tmp_path, cells)
+    assert_parts(res, {"t": 1})
+    assert res["record"] is None
+    assert any("__course_record__ is not a plain dict" in n for n in res["notes"]), res["notes"]
+
+
+def test_private_data_binds_no_data_folder_and_covers_sklearns_data_sets():
+    """The bubblewrap command line: ``data/`` bound by default, not with ``private_data``; scikit-learn's
+    bundled data sets under an empty read-only tmpfs; build/ never bound (only its numba cache)."""
+    hidden = sandbox.private_paths()
+    assert hidden and all(p.name == "data" and p.parent.name == "datasets" for p in hidden), hidden
+    assert any((p / "digits.csv.gz").exists() for p in hidden)
+    default = sandbox._bwrap_args(Path("/tmp/w"))
+    private = sandbox._bwrap_args(Path("/tmp/w"), private_data=True)
+    if config.DATA_DIR.exists():
+        assert str(config.DATA_DIR) in default
+    assert str(config.DATA_DIR) not in private and "--tmpfs" not in default[default.index("/tmp") + 1:]
+    for p in hidden:
+        i = private.index(str(p))
+        assert private[i - 1] == "--tmpfs" and private[i + 1:i + 3] == ["--remount-ro", str(p)]
+    build = config.ROOT / "build"
+    for args in (default, private):
+        assert str(build) not in args and all(not a.startswith(f"{build}/") or "numba-cache" in a for a in args)
+
+
+def _private_cells(hidden: bool, digits_file: Path) -> list:
+    data = str(config.DATA_DIR)
+    if hidden:
+        tests = [check("t_digits_file", f"assert_raises(OSError, read, {str(digits_file)!r})\n"),
+                 check("t_data_dir", f"assert_raises(OSError, listing, {data!r})\n"),
+                 check("t_load_digits", "assert_raises(OSError, load)\n")]
+    else:
+        tests = [check("t_digits_file", f"assert read({str(digits_file)!r}) > 1000\n"),
+                 check("t_data_dir", f"assert listing({data!r}) == sorted(__import__('os').listdir({data!r}))\n"
+                       if config.DATA_DIR.exists() else "pass\n"),
+                 check("t_load_digits", "assert load() == 1797\n")]
+    return [given(_PREAMBLE),
+            answer("a", "import os\n\ndef read(p):\n    return len(open(p, 'rb').read())\n\n"
+                        "def listing(p):\n    return sorted(os.listdir(p))\n\n"
+                        "def load():\n    from sklearn.datasets import load_digits\n"
+                        "    return int(load_digits().data.shape[0])\n"),
+            *tests]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("private", [True, False], ids=["private", "default"])
+def test_private_data_hides_sklearns_data_sets_and_the_data_folder(tmp_path, private):
+    """With ``course.private_data`` the student's code can neither read scikit-learn's digits file nor
+    list ``data/``, and ``load_digits()`` fails; by default it can do all three."""
+    digits_file = next(p / "digits.csv.gz" for p in sandbox.private_paths() if (p / "digits.csv.gz").exists())
+    src, sub, work = notebooks(tmp_path, _private_cells(private, digits_file), private_data=private)
+    res = executor.run(src, sub, work, Limits(cell_s=90, total_s=240))
+    assert res["sandbox"] == "bwrap"
+    assert_parts(res, {"t_digits_file": 1, "t_data_dir": 1, "t_load_digits": 1})
+    assert not any("private data" in n for n in res["notes"])
+
+
+def test_private_data_without_the_sandbox_is_noted_not_refused(tmp_path):
+    """Mode ``none`` cannot hide files: the run goes on and its notes say the data is reachable."""
+    cells = [given(_PREAMBLE), answer("a", "y = 2\n"), check("t", "assert y == 2\n")]
+    src, sub, work = notebooks(tmp_path, cells, private_data=True)
+    res = executor.run(src, sub, work, FAST, sandbox="none")
+    assert_parts(res, {"t": 1})
+    assert res["sandbox"] == "none" and "private data is reachable: no sandbox" in res["notes"]

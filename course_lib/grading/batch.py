@@ -15,6 +15,8 @@
 4. ``OUT/grades.csv`` (per part, with statuses), ``OUT/grades_lms.csv`` (one row per student, a
    column per part named by its "Part" heading: what an LMS gradebook imports),
    ``OUT/feedback/<student>.html`` and ``OUT/logs/``.
+5. What a notebook's tests left for the class (``__course_record__``, a plain dict: the challenge's
+   score) is each row's ``record``, for ``scripts/grade.py``'s leaderboard.
 
 A student whose code runs past the limit or crashes its sandbox keeps the points of the tests
 that ran before, and gets feedback saying why the rest did not run.
@@ -46,8 +48,8 @@ TOTAL_FACTOR = 3
 @dataclass
 class StudentResult:
     """One row of the class's grades: total and points per graded part (by ``grade_id``), the
-    statuses (empty: ok), why, the feedback file (None when there is none) and the seconds the
-    executor took."""
+    statuses (empty: ok), why, the feedback file (None when there is none), the seconds the
+    executor took and the record the tests left (``__course_record__``: a plain dict, else None)."""
 
     student: str
     score: float
@@ -57,6 +59,7 @@ class StudentResult:
     note: str = ""
     feedback: Path | None = None
     seconds: float | None = None
+    record: dict | None = None
 
     @property
     def status(self) -> str:
@@ -152,6 +155,7 @@ def _result(sub: Submission, res: dict | None, parts_max: dict, exported: dict, 
     if res is None:
         return row
     row.seconds = res.get("seconds")
+    row.record = res.get("record") if isinstance(res.get("record"), dict) else None
     data = exported.get(sub.student)
     status = res.get("status", "error")
     if data is not None:

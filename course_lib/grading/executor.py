@@ -14,7 +14,9 @@ instructor's cells bind is never replaced by the student's.
 Each test cell runs its visible part, then its hidden part; it passes when neither raises. The
 result (``OUT.json``) holds, per cell, what nbgrader's notebook shows (printed text, an error with
 the test's message: never a hidden test's code, message or reference value), and per test cell
-its grade_id, points and message; plus the run's status (``ok``, ``timed out``, ``crashed``).
+its grade_id, points and message; the run's status (``ok``, ``timed out``, ``crashed``); ``record``: the
+plain dict a test cell bound to ``__course_record__`` (via JSON; never an answer cell's), else None.
+Source metadata ``course.private_data: true`` hides the course's data from the sandbox (``sandbox.py``).
 """
 from __future__ import annotations
 
@@ -367,24 +369,33 @@ def run(source: Path, submission: Path, workdir: Path, limits: Limits | None = N
     """Grade one submission; the result as plain data (see the module's doc)."""
     t0 = time.monotonic()
     source_nb = C.load(source)
-    forbidden = list(((source_nb.get("metadata", {}) or {}).get("course", {}) or {}).get("forbidden", []))
+    course = (source_nb.get("metadata", {}) or {}).get("course", {}) or {}
+    forbidden, private = list(course.get("forbidden", [])), bool(course.get("private_data", False))
     try:
         submission_nb = C.load(submission)
     except (OSError, ValueError) as exc:
         return {"status": "error", "note": f"the submission is not a readable notebook ({exc})", "cells": [],
                 "seconds": 0.0}
     points = C.parts(source_nb)
-    with Sandbox(workdir, limits, sandbox, forbidden) as sb:
+    with Sandbox(workdir, limits, sandbox, forbidden, private_data=private) as sb:
         runner = Runner(sb, forbidden)
+        runner.notes += ["private data is reachable: no sandbox"] if private and sb.mode != "bwrap" else []
         runner.run_cells(plan(source_nb, submission_nb), points)
         status = "ok" if sb.dead is None else sb.dead.kind
         reason = sb.dead.reason if sb.dead else ""
         raw = bytes(sb.output[:4000]).decode("utf-8", "replace")
         mode = sb.mode
     tests = [c for c in runner.cells if c["kind"] == "test"]
+    rec = runner.ns.get("__course_record__")       # only the trusted cells can bind it (see Runner.answer)
+    try:
+        record = json.loads(json.dumps(rec)) if isinstance(rec, dict) else None
+    except (TypeError, ValueError, RecursionError):
+        record = None
+    if record is None and rec is not None:
+        runner.notes.append(f"__course_record__ is not a plain dict ({type(rec).__name__}): not recorded")
     return {"status": status, "note": reason, "notes": runner.notes, "sandbox": mode, "cells": runner.cells,
             "score": sum(c["points"] for c in tests if c["passed"]), "max_score": sum(points.values()),
-            "parts": {c["grade_id"]: (c["points"] if c["passed"] else 0.0) for c in tests},
+            "parts": {c["grade_id"]: (c["points"] if c["passed"] else 0.0) for c in tests}, "record": record,
             "seconds": round(time.monotonic() - t0, 2), "sandbox_output": raw}
 
 

@@ -12,6 +12,14 @@
   as an unprivileged user of its own when the grader runs as root;
 * has limits on memory (address space), CPU time, processes, file size, and its printed output.
 
+``Sandbox(..., private_data=True)`` (an assignment whose source notebook has the metadata
+``course.private_data: true``, e.g. the capstone challenge, whose originals' training data must stay out
+of the student's reach) also hides the course's data: ``data/`` (``config.DATA_DIR``: CIFAR-10 and the
+rest) is not bound, and scikit-learn's bundled data sets (the installed package's ``sklearn/datasets/data``,
+found by :func:`private_paths` without importing scikit-learn) are covered by an empty read-only tmpfs, so
+``load_digits()`` fails there. ``build/`` (the course's caches) is never bound, whatever the setting. In
+mode ``none`` nothing can be hidden: the executor says so in the run's notes.
+
 It uses bubblewrap (``bwrap``, Debian package ``bubblewrap``; ``course.sh`` installs it where it
 can). Where bwrap is missing or cannot create namespaces, ``COURSE_SANDBOX=none`` runs the same
 process without namespaces (resource limits and, as root, the unprivileged user still apply) and
@@ -117,7 +125,24 @@ def _env(limits: Limits) -> dict:
             "TQDM_DISABLE": "1", "NUMBA_NUM_THREADS": keep.get("OMP_NUM_THREADS", "1")}
 
 
-def _bwrap_args(workdir: Path, library: Path | None = None) -> list[str]:
+def private_paths() -> list[Path]:
+    """The folders ``private_data`` covers besides ``config.DATA_DIR``: scikit-learn's bundled data sets
+    (``sklearn/datasets/data``, as found and as resolved), located without importing scikit-learn."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        return []
+    found: list[Path] = []
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        d = Path(loc) / "datasets" / "data"
+        for p in (d, d.resolve()):
+            if p.is_dir() and p not in found:
+                found.append(p)
+    return found
+
+
+def _bwrap_args(workdir: Path, library: Path | None = None, private_data: bool = False) -> list[str]:
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
             "--proc", "/proc", "--dev", "/dev", "--size", str(512 * 2**20), "--tmpfs", "/tmp"]
     for d in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/alternatives", "/etc/ld.so.cache",
@@ -131,9 +156,11 @@ def _bwrap_args(workdir: Path, library: Path | None = None) -> list[str]:
         args += ["--ro-bind-try", str(prefix), sys.prefix]
     root = config.ROOT
     args += ["--ro-bind", str(library or root / "course_lib"), str(root / "course_lib")]
-    for d in (config.DATA_DIR, root / "build" / "numba-cache"):
+    for d in ([] if private_data else [config.DATA_DIR]) + [root / "build" / "numba-cache"]:
         if Path(d).exists():
             args += ["--ro-bind", str(d), str(d)]
+    for d in (private_paths() if private_data else ()):       # an empty, read-only folder in its place
+        args += ["--tmpfs", str(d), "--remount-ro", str(d)]
     args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     return args
 
@@ -194,9 +221,9 @@ class Sandbox:
     """One student's sandboxed process and its channel. Use as a context manager."""
 
     def __init__(self, workdir: Path, limits: Limits | None = None, sandbox: str | None = None,
-                 forbidden: list[str] | tuple = ()):
+                 forbidden: list[str] | tuple = (), private_data: bool = False):
         self.workdir, self.limits = Path(workdir).resolve(), limits or Limits()
-        self.forbidden = list(forbidden)
+        self.forbidden, self.private_data = list(forbidden), bool(private_data)
         self.mode = sandbox or mode()
         self.proc: subprocess.Popen | None = None
         self.dead: SandboxError | None = None
@@ -233,7 +260,7 @@ class Sandbox:
         if self.mode == "bwrap":
             env = _env(self.limits)
             setenv = [a for k, v in env.items() for a in ("--setenv", k, v)]
-            cmd = _bwrap_args(self.workdir, library) + setenv + cmd
+            cmd = _bwrap_args(self.workdir, library, self.private_data) + setenv + cmd
         else:
             env = {**_env(self.limits), "PYTHONPATH": str(self._libdir)}
         if self.mode == "bwrap" and os.geteuid() == 0:
