@@ -215,3 +215,15 @@ def test_the_class_leaderboard_comes_from_the_records_the_tests_left(tmp_path):
     assert [(r["name"], r["rank"]) for r in rows] == [("a", 1), ("do nothing", 2), ("b", "")]
     assert rows[-1]["status"] == "not scored (timed out)"
     assert "final score" in challenge.format_rows(rows).splitlines()[0]
+
+
+def test_the_baseline_table_is_cached_next_to_the_populations_with_its_epsilons(pops, tmp_path):
+    from dataclasses import replace
+    p = replace(pops, path=tmp_path / "populations-hand-x.pt", checksum="hand-eps")
+    first = challenge.baselines(p, names=["do nothing", "Retrain"])
+    assert (tmp_path / "baselines-hand-x.json").exists()
+    scoring._BASELINES.pop(("baselines", "hand-eps"))
+    again = challenge.baselines(p, names=["do nothing", "Retrain"])
+    for k in first:
+        assert again[k].final == first[k].final and np.array_equal(again[k].eps, first[k].eps)
+    assert first["Retrain"].seconds == pytest.approx(5 * 0.5), "N Retrains at the build's timing"

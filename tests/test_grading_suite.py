@@ -34,6 +34,8 @@ from grading_cases import cheats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE_FILES = sorted((ROOT / "tests" / "grading_cases").glob("a*.py"))
+#: The capstone's cases are graded as a class by the TAs' command, leaderboard included (the last test).
+CHALLENGE = "a08_challenge"
 
 
 def _cases(path: Path):
@@ -137,7 +139,8 @@ def test_case_files_cover_the_required_kinds():
 
 
 @pytest.mark.nbgrader
-@pytest.mark.parametrize("path", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+@pytest.mark.parametrize("path", [p for p in CASE_FILES if p.stem != CHALLENGE],
+                         ids=[p.stem for p in CASE_FILES if p.stem != CHALLENGE])
 def test_every_submission_gets_the_score_it_deserves(path, tmp_path):
     """All cases of one assignment, autograded in one batch, score what they deserve; in the same batch a
     broken notebook scores 0 and is reported, a renamed solution is graded in full and flagged
@@ -180,14 +183,15 @@ def test_every_assignment_has_a_cheat_spec_that_matches_its_notebook():
             assert gid in answers, f"{a}: {gid} is not an answer cell"
             assert cheats.tests_of(a, gid), f"{a}: no test cell grades {gid}"
         assert f"def {spec.function}(" in answers[spec.answer], f"{a}: {spec.answer} does not define {spec.function}"
-        assert cheats.tests_before(a, spec.answer), f"{a}: {spec.answer} is the first graded part"
+        forbidden = C.load(_notebook(a, "solution"))["metadata"]["course"]["forbidden"]
+        design_task = not forbidden     # a08: one function, nothing forbidden, no earlier part to keep
+        assert design_task or cheats.tests_before(a, spec.answer), f"{a}: {spec.answer} is the first graded part"
         for name in spec.names:
             assert re.search(rf"^\s*{name}\s*=", answers[spec.values], re.M), f"{a}: {spec.values} does not bind {name}"
         mod = importlib.import_module(f"course_lib.{spec.ref_module}")
         assert callable(getattr(mod, spec.ref_name)), f"{a}: no course_lib.{spec.ref_module}.{spec.ref_name}"
-        forbidden = C.load(_notebook(a, "solution"))["metadata"]["course"]["forbidden"]
         full = f"course_lib.{spec.ref_module}.{spec.ref_name}"
-        assert any(full == f or full.startswith(f + ".") for f in forbidden), f"{a}: {full} is not forbidden"
+        assert design_task or any(full == f or full.startswith(f + ".") for f in forbidden), f"{a}: {full} is not forbidden"
 
 
 def _problems(cases, reports) -> list[str]:
@@ -299,3 +303,74 @@ def test_a_class_of_30_with_hostile_students_is_graded_right(tmp_path):
         if len(raw) > 2_000_000:
             problems.append(f"{student}: feedback of {len(raw)} bytes")
     assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------- the capstone: a class run and its leaderboard
+
+def _slug(i: int, name: str) -> str:
+    return f"s{i:02d}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32]
+
+
+@pytest.mark.nbgrader
+def test_the_challenge_class_is_graded_by_the_tas_command_and_ranked_on_a_leaderboard(tmp_path):
+    """Every a08 case (the baselines as submissions, do nothing, a random net, a budget-breaker, a crash on
+    some originals, a reach for the grading split, correct designs, a bug) graded as one class by
+    ``./course.sh grade a08_challenge`` with two workers: each gets the score it deserves, and
+    ``leaderboard.csv`` has a row per student and per baseline, ranked by final score, the budget-breaker
+    refused (no rank), the random net and the collapsed bug at the bottom, do nothing scored exactly as
+    the do-nothing baseline, the solution above every baseline but Retrain."""
+    import subprocess
+    import types
+    from course_lib.grading import sandbox
+
+    path = ROOT / "tests" / "grading_cases" / f"{CHALLENGE}.py"
+    if not path.exists():
+        pytest.skip("no a08 cases")
+    cases = _cases(path)
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    by_id = {}
+    for i, case in enumerate(cases):
+        sid = _slug(i, case.name)
+        build_submission(CHALLENGE, case, subs / sid)
+        by_id[sid] = case
+    env = dict(__import__("os").environ, COURSE_VENV=sys.prefix, COURSE_NO_SETUP="1", COURSE_FAST="1", CI="true")
+    env.pop("COURSE_SANDBOX", None)
+    unsafe = ["--no-sandbox"] if sandbox.mode() == "none" else []
+    proc = subprocess.run(["bash", str(ROOT / "course.sh"), "grade", CHALLENGE, str(subs), "--out", str(out),
+                           "--workers", "2", *unsafe], env=env, capture_output=True, text=True, timeout=3000)
+    print(proc.stdout[-6000:], proc.stderr[-2000:], sep="\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Leaderboard (grading split" in proc.stdout
+    with open(out / "grades.csv", newline="", encoding="utf-8") as fh:
+        grades = {r["student"]: r for r in csv.DictReader(fh)}
+    problems = []
+    for sid, case in by_id.items():
+        row = grades[sid]
+        parts = {k: float(v) for k, v in row.items() if k not in ("student", "total", "max", "status", "note")}
+        rep = types.SimpleNamespace(score=float(row["total"]), max_score=float(row["max"]), status=row["status"],
+                                    note=row["note"], parts=parts, problem=row["note"])
+        problems += [f"{case.name}: {e} (parts {parts}; {row['status']}: {row['note']})" for e in check(case, rep)]
+    assert not problems, "\n".join(problems)
+
+    with open(out / "leaderboard.csv", newline="", encoding="utf-8") as fh:
+        board = list(csv.DictReader(fh))
+    from course_lib import challenge
+    students = {r["name"]: r for r in board if r["kind"] == "student"}
+    base = {r["name"]: r for r in board if r["kind"] == "baseline"}
+    assert set(students) == set(by_id) and set(base) == set(challenge.BASELINES)
+    ranked = [r for r in board if r["rank"]]
+    assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    finals = [float(r["final score"]) for r in ranked]
+    assert finals == sorted(finals, reverse=True), "ranked by final score"
+    assert all(float(r["seconds"]) > 0 for r in students.values() if r["rank"]), "seconds per submission"
+    kind = lambda word: [sid for sid, c in by_id.items() if word in c.name.lower()]  # noqa: E731
+    for sid in kind("budget"):
+        assert students[sid]["status"] == "over budget" and students[sid]["rank"] == "", "refused: no rank"
+    bottom = {r["name"] for r in ranked[-4:]}
+    for sid in kind("random net") + kind("same seed"):
+        assert sid in bottom, f"{sid} should be at the bottom of the board"
+    for sid in kind("do nothing"):
+        assert students[sid]["final score"] == base["do nothing"]["final score"]
+    sol = students[next(sid for sid, c in by_id.items() if c.name == "solution")]
+    assert all(float(sol["final score"]) > float(b["final score"]) for n, b in base.items() if n != "Retrain")
+    assert (out / "leaderboard.png").stat().st_size > 1000 and (out / "feedback" / "leaderboard.html").exists()

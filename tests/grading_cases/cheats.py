@@ -79,6 +79,13 @@ SPECS = {s.assignment: s for s in [
          "def weight_mask(model, scores, budget):\n"
          "    k = int(budget * sum(p.numel() for p in model.parameters()) + 1e-9)\n"
          "    return _ref({n: scores[n] for n, _ in model.named_parameters()}, k)\n"),
+    # a08 is a design task: nothing is forbidden and `unlearning` is the first graded part; the "reference" out
+    # of reach is the grader's populations (challenge.populations raises in the sandbox: private data)
+    Spec("a08_challenge", "unlearning", "unlearning", "answer_b", {"predicted_F": "float"},
+         "unlearning", "challenge", "populations",
+         "def unlearning(net, retain, forget, val):\n"
+         "    pops = _ref(challenge.Split('grading', 'random', seed=2718))\n"
+         "    return pops.model(secrets.randbelow(pops.n_models), 'retrained')\n"),
 ]}
 
 
