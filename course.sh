@@ -12,6 +12,9 @@
 #   ./course.sh grade NAME SUBMISSIONS [options]   TAs: grade a folder of notebooks/zips in parallel, each in a
 #                                                  sandbox: table, grades.csv, grades_lms.csv, similarity.csv,
 #                                                  feedback/ in build/grades/NAME (--help)
+#   ./course.sh hub [--port P] [--stop]            as root: a local JupyterHub for a class (JupyterLab in this
+#                                                  environment for every user, nbgrader's exchange, demo users
+#                                                  instructor, student1, student2; state in build/hub/; --help)
 #
 # Environment: a virtual environment in .venv (override with COURSE_VENV), made with python3.11
 # (override with COURSE_PYTHON). Conda users can instead `conda env create -f environment.yml`
@@ -123,8 +126,21 @@ case "$cmd" in
     fi
     exec python scripts/grade.py "$@"
     ;;
+  hub)
+    # The hub starts every user's server as that user's Unix account: root only (checked before the
+    # environment, which a user other than its owner may not be able to use).
+    if [ "$(id -u)" != 0 ] && [[ " $* " != *" --help "* && " $* " != *" -h "* ]]; then
+      echo "course.sh hub: needs root (the hub runs each user's JupyterLab as that Unix user and creates the demo" \
+           "users instructor, student1, student2): run sudo ./course.sh hub; one user without root: ./course.sh lab;" \
+           "a hub for a class: docs/admin.md" >&2
+      exit 2
+    fi
+    ensure_env
+    export PATH="$VENV/bin:$PATH"
+    exec python hub/hubctl.py "$@"
+    ;;
   *)
-    sed -n '2,21p' "$0"
+    sed -n '2,/^set -euo/{/^#/p}' "$0"
     [ "$cmd" = help ] || exit 2
     ;;
 esac

@@ -370,3 +370,20 @@ def test_student_ids_and_roster(tmp_path):
     roster.write_text("id,name\nbob,Bob B\ncarol,Carol C\n", encoding="utf-8")
     assert cli.roster("alice, bob", roster) == ["alice", "bob", "carol"]
     assert cli.roster(None, None) is None
+
+
+def test_the_autograde_step_finds_the_course_folder_of_the_converter_that_runs_it(tmp_path):
+    """nbgrader hands ``coursedir`` to converters, not to their preprocessors: a plain ``nbgrader autograde``
+    (or the formgrader's button) must still find the course's sources (it used to raise AttributeError)."""
+    from traitlets.config import Configurable
+    from course_lib.grading import nbgrader_io
+    from nbgrader.coursedir import CourseDirectory
+
+    course = CourseDirectory(root=str(tmp_path))
+    converter = Configurable()
+    converter.coursedir = course                      # what nbgrader's converters carry
+    exporter = Configurable(parent=converter)
+    step = nbgrader_io.ApplyResults(parent=exporter)
+    assert step.coursedir is course
+    alone = nbgrader_io.ApplyResults()
+    assert isinstance(alone.coursedir, CourseDirectory)

@@ -197,6 +197,18 @@ class ApplyResults(_preprocessor_base()):
     read from ``$COURSE_GRADING_RESULTS/<student>.json`` when the course's grading pipeline made
     it, else computed now (a plain ``nbgrader autograde`` by hand goes through the sandbox too)."""
 
+    @property
+    def coursedir(self):
+        """The course folder of the converter running this step (nbgrader gives it to converters, not to
+        their preprocessors: walk up the parents), else one read from the configuration."""
+        obj = self.parent
+        while obj is not None and not hasattr(obj, "coursedir"):
+            obj = getattr(obj, "parent", None)
+        if obj is None:
+            from nbgrader.coursedir import CourseDirectory
+            return CourseDirectory(config=self.config)
+        return obj.coursedir
+
     def preprocess(self, nb, resources):
         info = resources.get("nbgrader", {})
         student, name = info.get("student"), info.get("assignment")
