@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import audit, train
+from .. import audit, config, train
 from ..engine import progress
 from ..validation import check_int
 from .protocol import DELTA, PUBLIC, XY, Populations, Split, _Lock, cache_dir, populations, retrain_seconds_now
@@ -83,8 +83,10 @@ class Result:
 
 
 def _accuracy_pct(model: nn.Module, xy: XY) -> float:
+    """Accuracy (%) on ``xy``: its first rows only in a smoke run (the run's ``Budget``: evaluation caps)."""
+    n = config.budget().cap_eval_rows(len(xy[1]))
     with torch.no_grad():
-        return 100.0 * float((train.predict_logits(model, xy[0]).argmax(1).cpu() == xy[1]).double().mean())
+        return 100.0 * float((train.predict_logits(model, xy[0][:n]).argmax(1).cpu() == xy[1][:n]).double().mean())
 
 
 def _population_stats(models_: Sequence[nn.Module], pops: Populations):
