@@ -9,7 +9,7 @@
 #   ./course.sh lab [jupyter lab args]             open JupyterLab on the course (--allow-root if root)
 #   ./course.sh check NAME|NOTEBOOK                students: run your assignment (e.g. a02_sisa) as the grader
 #                                                  does (visible tests only); which parts pass, fail, are not done
-#   ./course.sh grade NAME SUBMISSIONS [options]   TAs: grade a folder of notebooks/zips in parallel, each in a
+#   ./course.sh grade NAME SUBMISSIONS [options]   teaching assistants: grade a folder of notebooks/zips in parallel, each in a
 #                                                  sandbox: table, grades.csv, grades_lms.csv, similarity.csv,
 #                                                  feedback/ in build/grades/NAME (--help)
 #   ./course.sh hub [--port P] [--stop]            as root: a local JupyterHub for a class (JupyterLab in this

@@ -106,32 +106,6 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
         os.lchown(p, uid, gid)
 
 
-# The formgrader's Autograde button runs nbgrader's plain autograde, whose Execute step (the course's
-# ApplyResults) then grades in the sandbox itself; it reads the course folder from ``self.coursedir``,
-# which nbgrader gives converters, not preprocessors. Until course_lib finds it itself, the instructor's
-# config hands it down from the converter (the preprocessor's parent's parent).
-FORMGRADER_AUTOGRADE = '''
-from course_lib.grading import nbgrader_io as _io
-
-if not hasattr(_io.ApplyResults, "coursedir"):
-    class ApplyResultsInCourse(_io.ApplyResults):
-        """ApplyResults with the converter's course folder (the formgrader's Autograde button)."""
-
-        @property
-        def coursedir(self):
-            obj = self.parent
-            while obj is not None and not hasattr(obj, "coursedir"):
-                obj = getattr(obj, "parent", None)
-            if obj is None:
-                from nbgrader.coursedir import CourseDirectory
-                return CourseDirectory(config=self.config)
-            return obj.coursedir
-
-    c.Autograde.autograde_preprocessors = [ApplyResultsInCourse if p is _io.ApplyResults else p
-                                           for p in _io.autograde_preprocessors()]
-'''
-
-
 def prepare_home(user: str) -> Path:
     """What a user finds at the first start (nothing is overwritten later):
 
@@ -165,7 +139,7 @@ def prepare_home(user: str) -> Path:
         if not cfg.exists():
             cfg.parent.mkdir(exist_ok=True)
             cfg.write_text("# written by the course's hub: the instructor's nbgrader course folder\n"
-                           f"load_subconfig({str(course / 'nbgrader_config.py')!r})\n" + FORMGRADER_AUTOGRADE,
+                           f"load_subconfig({str(course / 'nbgrader_config.py')!r})\n",
                            encoding="utf-8")
             _chown_tree(cfg.parent, pw.pw_uid, pw.pw_gid)
     return home

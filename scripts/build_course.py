@@ -98,6 +98,7 @@ def build_site(root: Path, build_dir: Path, rows: list[dict], mode: str, browser
     html_dir.mkdir(parents=True, exist_ok=True)
     problems = []
     course_site.copy_mathjax(html_dir)
+    course_site.copy_mathjax(Path(build_dir) / "instructor")    # the executed solutions' formulas, offline too
     for release in sorted(p for p in (Path(root) / "assignments").glob("*") if p.is_dir()):
         if any(release.glob("*.ipynb")):
             try:
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           f"executed solutions (instructors only) in {instructor_dir}")
     if not args.no_html:
         print(f"course site: {html_dir / 'index.html'}" + (f" ({note})" if note else ""))
+        print(f"instructors' page (solutions, build table, problems; not for students): "
+              f"{instructor_dir / 'index.html'}")
     return 1 if failed else 0
 
 

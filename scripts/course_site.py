@@ -6,12 +6,21 @@ Used by ``scripts/build_course.py`` (``./course.sh build``) and by ``tests/test_
 
 Layout of ``build/html/``::
 
-    index.html                      the lessons in order, the build table, how to run the course
+    index.html                      for students: the lessons in order (Lesson N, Lecture N, Assignment N),
+                                    how to work on them; no solutions, build table or failures
     index.png                       screenshot of the index in headless Chromium (when installed)
     NN_name.html                    executed lecture (figures embedded as data URIs)
     assignments/aNN_name.html       the blank student version, rendered
     assignments/aNN_name/...        the student version itself (.ipynb and any data files)
     mathjax/                        a local MathJax 2 (from the jupyter-server-mathjax package)
+
+The instructors' page, ``build/instructor/index.html`` (beside the executed solutions, outside the
+student site): the build table with every failure (the site's own row among them: its broken links
+and figures are printed by the build), every table cell cut off with "..." on a lecture's page, the
+executed solutions and the instructors' commands.
+
+Every page's ``<title>`` names its lesson ("Lecture 2 · SISA: ...", "Assignment 2 · ..."), and numbers
+are written one way everywhere: "Lesson 1", "Lecture 1b", "Assignment 1" (never "01" beside "0").
 
 Nothing on the site loads from the network: nbconvert's template is changed to drop require.js,
 the widget renderer and mermaid (loaded from CDNs by default) and to load MathJax from
@@ -71,6 +80,12 @@ class Lesson:
     summary: str
     lectures: list = field(default_factory=list)
     assignments: list = field(default_factory=list)  # [(name, title)]
+    lecture_titles: dict = field(default_factory=dict)  # stem -> "Lecture 1b · Verification: ..."
+
+    @property
+    def label(self) -> str:
+        """The lesson's number as the site writes it: "0", "1", not "00", "01"."""
+        return number_label(self.number)
 
     @property
     def lecture(self) -> str | None:
@@ -98,6 +113,31 @@ def _number(stem: str) -> str:
     return m.group(1) if m else stem
 
 
+def number_label(number: str) -> str:
+    """"01" -> "1", "01b" -> "1b", "00" -> "0": the one way the site writes a lesson's number."""
+    m = re.fullmatch(r"0*(\d+)([a-z]?)", number)
+    return (str(int(m.group(1))) + m.group(2)) if m else number
+
+
+def page_title(heading: str, stem: str) -> str:
+    """A page's title from its notebook's first heading, numbers written one way:
+    "01b · Verification: ..." -> "Lecture 1b · Verification: ...",
+    "Assignment 01 · Definitions ..." -> "Assignment 1 · Definitions ...". A heading without a number
+    gets one from the file name (``aNN_name``: "Assignment N · heading"; ``NN_name``: "Lecture N · heading")."""
+    heading = heading.strip()
+    m = re.match(r"(?i)^assignment\s+0*(\d+)\b\s*(.*)$", heading)
+    if m:
+        return f"Assignment {int(m.group(1))} {m.group(2)}".strip()
+    m = re.match(r"^0*(\d+)([a-z]?)\s*[·.:-]\s*(.*)$", heading)
+    if m:
+        return f"Lecture {int(m.group(1))}{m.group(2)} · {m.group(3)}".strip(" ·")
+    sm = re.match(r"^(a?)0*(\d+)([a-z]?)_", stem)
+    if sm and heading:
+        kind = "Assignment" if sm.group(1) else "Lecture"
+        return f"{kind} {int(sm.group(2))}{sm.group(3)} · {heading}"
+    return heading or stem
+
+
 def lessons(root: Path) -> list[Lesson]:
     """The lessons in order, discovered from ``notebooks/*.ipynb`` and ``solutions/*/*.ipynb``.
 
@@ -107,11 +147,13 @@ def lessons(root: Path) -> list[Lesson]:
     by_number: dict[str, Lesson] = {}
     for nb in sorted((root / "notebooks").glob("*.ipynb")):
         head, first = _first_heading(nb)
-        head = re.sub(r"^\s*\d+\s*[·.:-]\s*", "", head) or nb.stem
+        head = re.sub(r"^\s*\d+[a-z]?\s*[·.:-]\s*", "", head) or nb.stem
         title, _, summary = head.partition(":")
         num = _number(nb.stem)
         by_number.setdefault(num, Lesson(num, title.strip(), (summary.strip() or first)))
         by_number[num].lectures.append(nb.stem)
+        label = number_label(re.match(r"\d+[a-z]?", nb.stem).group(0)) if re.match(r"\d", nb.stem) else nb.stem
+        by_number[num].lecture_titles[nb.stem] = f"Lecture {label} · {title.strip()}"
     for folder in sorted(p for p in (root / "solutions").iterdir() if p.is_dir()) if (root / "solutions").exists() else []:
         nbs = sorted(folder.glob("*.ipynb"))
         if not nbs:
@@ -119,7 +161,7 @@ def lessons(root: Path) -> list[Lesson]:
         head, _ = _first_heading(nbs[0])
         num = _number(folder.name)
         lesson = by_number.setdefault(num, Lesson(num, folder.name, ""))
-        lesson.assignments.append((folder.name, head or folder.name))
+        lesson.assignments.append((folder.name, page_title(head, folder.name) if head else folder.name))
     return [by_number[k] for k in sorted(by_number, key=lambda s: (len(s), s))]
 
 
@@ -140,12 +182,15 @@ def copy_mathjax(html_dir: Path) -> Path:
     return dest
 
 
-def export_html(nb_path: Path, out: Path, html_root: Path) -> Path:
-    """Render one notebook to ``out`` (inside ``html_root``) with no external URLs."""
+def export_html(nb_path: Path, out: Path, html_root: Path, title: str | None = None) -> Path:
+    """Render one notebook to ``out`` (inside ``html_root``) with no external URLs. The page's
+    ``<title>`` is ``title``, by default :func:`page_title` of the notebook's first heading."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     out, html_root = Path(out), Path(html_root)
+    if title is None:
+        title = page_title(_first_heading(Path(nb_path))[0], Path(nb_path).stem)
     up = os.path.relpath(html_root, out.parent).replace(os.sep, "/")
     prefix = "" if up == "." else up + "/"
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"course_offline.html.j2": _TEMPLATE})])
@@ -154,6 +199,12 @@ def export_html(nb_path: Path, out: Path, html_root: Path) -> Path:
     exporter.require_js_url = ""
     exporter.mermaid_js_url = ""
     exporter.embed_images = True
+
+    def _title(nb, resources):  # nbconvert's lab template takes <title> from the notebook's metadata
+        nb.metadata["title"] = title
+        return nb, resources
+
+    exporter.register_preprocessor(_title, enabled=True)
     body, _ = exporter.from_filename(str(nb_path), resources={"course_index_href": f"{prefix}index.html"})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")
@@ -203,37 +254,107 @@ def _a(href: str, text: str) -> str:
     return f'<a href="{html.escape(href, quote=True)}">{html.escape(text)}</a>'
 
 
+_TRUNCATED = re.compile(r"<t([dh])\b[^>]*>([^<]{0,2000}?)\.\.\.</t\1>")
+
+
+def truncated_cells(page_html: str) -> list[str]:
+    """Table cells cut off with "..." (pandas' ``display.max_colwidth`` in a notebook's HTML output):
+    the start of each such cell's text. A settings or claims table must show every cell whole
+    (``claims.settings_table`` and ``claims.Claims`` do)."""
+    return [html.unescape(m.group(2)).strip()[-60:] + "..." for m in _TRUNCATED.finditer(page_html)]
+
+
+def _lecture_cell(html_dir: Path, les: Lesson) -> str:
+    parts = []
+    for stem in les.lectures:
+        name = les.lecture_titles.get(stem, stem)
+        if (html_dir / f"{stem}.html").exists():
+            parts.append(_a(f"{stem}.html", name))
+        else:
+            parts.append(f'<span class="missing">{html.escape(name)}: not available yet</span>')
+    return "<br>".join(parts) or '<span class="missing">no lecture</span>'
+
+
+def _assignment_cell(html_dir: Path, les: Lesson) -> str:
+    graded = []
+    for name, atitle in les.assignments:
+        page = html_dir / "assignments" / f"{name}.html"
+        nbs = sorted((html_dir / "assignments" / name).glob("*.ipynb"))
+        if page.exists():
+            links = _a(f"assignments/{name}.html", atitle)
+            if nbs:
+                links += " · " + _a(f"assignments/{name}/{nbs[0].name}", "download .ipynb")
+            graded.append(links)
+        else:
+            graded.append(f'<span class="missing">{html.escape(atitle)}: not available yet</span>')
+    return "<br>".join(graded) or '<span class="missing">none</span>'
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
 def write_index(html_dir: Path, lesson_list: list[Lesson], rows: list[dict], *, mode: str,
-                versions: dict[str, str] | None = None, title: str = "Machine unlearning: a course") -> Path:
-    """Write ``html_dir/index.html``. ``rows``: the build table (dicts with kind, notebook, status,
-    seconds, mode, date). Links point only at files that exist; a lesson not built says so."""
+                versions: dict[str, str] | None = None, title: str = "Machine unlearning: a course",
+                instructor_dir: Path | None = None) -> Path:
+    """Write the students' ``html_dir/index.html`` and the instructors' page
+    (``instructor_dir/index.html``, by default ``html_dir/../instructor``: see
+    :func:`write_instructor_index`). ``rows``: the build table (dicts with kind, notebook, status,
+    seconds, mode, date), shown on the instructors' page only. The students' index links only files
+    that exist (a lecture or assignment not built says "not available yet") and holds nothing for
+    instructors: no solutions, no build table, no failures."""
     html_dir = Path(html_dir)
-    versions = versions or package_versions()
+    versions = package_versions() if versions is None else versions
     esc = html.escape
-    lesson_rows = []
-    for les in lesson_list:
-        parts = []
-        for stem in les.lectures:
-            if (html_dir / f"{stem}.html").exists():
-                parts.append(_a(f"{stem}.html", f"{stem} (executed)"))
-            else:
-                parts.append(f'<span class="missing">{esc(stem)}: not built yet</span>')
-        lecture = "<br>".join(parts) or '<span class="missing">no lecture</span>'
-        graded = []
-        for name, atitle in les.assignments:
-            page = html_dir / "assignments" / f"{name}.html"
-            nbs = sorted((html_dir / "assignments" / name).glob("*.ipynb"))
-            if page.exists():
-                links = _a(f"assignments/{name}.html", atitle)
-                if nbs:
-                    links += " · " + _a(f"assignments/{name}/{nbs[0].name}", "download .ipynb")
-                graded.append(links)
-            else:
-                graded.append(f'<span class="missing">{esc(name)}: no student version built yet</span>')
-        lesson_rows.append(
-            f"<tr><td class='num'>{esc(les.number)}</td><td><b>{esc(les.title)}</b><br>"
-            f"<span class='summary'>{esc(les.summary)}</span></td><td>{lecture}</td>"
-            f"<td>{'<br>'.join(graded) or '<span class=missing>none</span>'}</td></tr>")
+    lesson_rows = [
+        f"<tr><td class='num'>{esc(les.label)}</td><td><b>Lesson {esc(les.label)} · {esc(les.title)}</b><br>"
+        f"<span class='summary'>{esc(les.summary)}</span></td><td>{_lecture_cell(html_dir, les)}</td>"
+        f"<td>{_assignment_cell(html_dir, les)}</td></tr>" for les in lesson_list]
+    vers = ", ".join(f"{k} {v}" for k, v in versions.items())
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = f"""<h1>{esc(title)}</h1>
+<p class="sub">How to remove the influence of chosen training examples from a trained model.
+Built {now} in <b>{esc(mode)}</b> mode. This site works offline: figures are embedded in the pages.</p>
+
+<h2 id="lessons">Lessons</h2>
+<table><thead><tr><th>#</th><th>lesson</th><th>lecture (executed)</th><th>assignment (student version)</th></tr></thead>
+<tbody>
+{chr(10).join(lesson_rows)}
+</tbody></table>
+
+<h2 id="run">How to work on it</h2>
+<pre><code>./course.sh lab              # JupyterLab on the course: lectures in notebooks/, your work in assignments/
+./course.sh check a02_sisa   # run your assignment as the grader does: which parts pass, fail, are not done</code></pre>
+<p>Fill in <code>assignments/&lt;name&gt;/&lt;name&gt;.ipynb</code> (or the downloaded <code>.ipynb</code>):
+every cell that says <code>YOUR CODE HERE</code>. The visible tests are part of the grading; hidden tests
+try other inputs. Lectures run in FAST mode (small models on scikit-learn's digits, on a CPU); full mode
+runs the sources' experiments (CIFAR-10, ResNet-18) on a GPU.</p>
+<p class="summary">Packages: {esc(vers) or "not recorded"}.</p>
+"""
+    out = html_dir / "index.html"
+    out.write_text(_page(title, body), encoding="utf-8")
+    write_instructor_index(Path(instructor_dir) if instructor_dir else html_dir.parent / "instructor",
+                           html_dir, lesson_list, rows, mode=mode, versions=versions, title=title)
+    return out
+
+
+def write_instructor_index(instructor_dir: Path, html_dir: Path, lesson_list: list[Lesson], rows: list[dict], *,
+                           mode: str, versions: dict[str, str], title: str = "Machine unlearning: a course") -> Path:
+    """Write ``instructor_dir/index.html``, for instructors only (never copied to the students' site):
+    the build table with every failure, the problems found on the site (table cells cut off with
+    "..."), the executed solutions (``instructor_dir/aNN_name.html``), the worked answers to the
+    lectures' exercises, and the instructors' commands."""
+    instructor_dir, html_dir = Path(instructor_dir), Path(html_dir)
+    instructor_dir.mkdir(parents=True, exist_ok=True)
+    esc = html.escape
+    site = os.path.relpath(html_dir, instructor_dir).replace(os.sep, "/")
     build_rows = []
     for r in rows:
         cls = "ok" if r["status"].startswith("ok") else "failed"
@@ -242,45 +363,52 @@ def write_index(html_dir: Path, lesson_list: list[Lesson], rows: list[dict], *, 
             f"<td class='{cls}'>{esc(r['status'])}</td><td class='num'>{r['seconds']:.1f}</td>"
             f"<td>{esc(r.get('mode', ''))}</td><td>{esc(r.get('date', ''))}</td></tr>")
     n_ok = sum(r["status"].startswith("ok") for r in rows)
+    problems = [f"{r['notebook']}: {r['status']}" for r in rows if not r["status"].startswith("ok")]
+    for page in sorted(html_dir.glob("*.html")):
+        if page.name != "index.html":
+            problems += [f"{page.name}: a table cell cut off: “{c}”" for c in truncated_cells(page.read_text(encoding="utf-8"))]
+    solution_rows = []
+    for les in lesson_list:
+        for name, atitle in les.assignments:
+            page = instructor_dir / f"{name}.html"
+            link = _a(f"{name}.html", f"{atitle}: executed solution") if page.exists() else \
+                f'<span class="missing">{esc(atitle)}: solution not executed yet</span>'
+            solution_rows.append(f"<tr><td class='num'>{esc(les.label)}</td><td>{link}</td>"
+                                 f"<td><code>solutions/{esc(name)}/</code></td></tr>")
     vers = ", ".join(f"{k} {v}" for k, v in versions.items())
-    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<title>{esc(title)}</title><style>{_CSS}</style></head>
-<body>
-<h1>{esc(title)}</h1>
-<p class="sub">How to remove the influence of chosen training examples from a trained model.
-Built {now} in <b>{esc(mode)}</b> mode. This site works offline: figures are embedded in the pages.</p>
+    prob = ("<ul>" + "".join(f"<li class='failed'>{esc(p)}</li>" for p in problems) + "</ul>") if problems \
+        else "<p class='ok'>None.</p>"
+    body = f"""<h1>{esc(title)}: instructors' page</h1>
+<p class="sub">Not for students: this page and the executed solutions beside it hold the answers and the
+hidden tests. The students' site is {_a(f"{site}/index.html", "the course index")} (<code>build/html/</code>,
+the folder to publish). Written in <b>{esc(mode)}</b> mode.</p>
 
-<h2 id="lessons">Lessons</h2>
-<table><thead><tr><th>#</th><th>lesson</th><th>lecture</th><th>assignment (student version)</th></tr></thead>
-<tbody>
-{chr(10).join(lesson_rows)}
+<h2 id="problems">Problems</h2>
+{prob}
+
+<h2 id="solutions">Executed solutions</h2>
+<table><thead><tr><th>#</th><th>assignment</th><th>source</th></tr></thead><tbody>
+{chr(10).join(solution_rows)}
 </tbody></table>
+<p>Worked answers to the lectures' exercises: <code>solutions/lecture_answers/NN_name.md</code>.</p>
 
 <h2 id="build">Build</h2>
-<p>{n_ok} of {len(rows)} steps ok. FAST: small models on scikit-learn's digits, on a CPU;
-full: the sources' experiments (CIFAR-10, ResNet-18) on a GPU.</p>
+<p>{n_ok} of {len(rows)} steps ok.</p>
 <table><thead><tr><th>kind</th><th>notebook</th><th>status</th><th>seconds</th><th>mode</th><th>date</th></tr></thead>
 <tbody>
 {chr(10).join(build_rows)}
 </tbody></table>
-<p class="summary">Packages: {esc(vers)}.</p>
+<p class="summary">Packages: {esc(vers) or "not recorded"}.</p>
 
-<h2 id="run">How to run it</h2>
-<pre><code>./course.sh build            # execute every notebook, write this site (build/html/index.html)
-./course.sh lab              # JupyterLab on the course (lectures in notebooks/)
-./course.sh check a02_sisa   # students: run your assignment, see which parts pass
-./course.sh grade a02_sisa SUBMISSIONS   # TAs: grade a folder of notebooks or zips (table, CSV, feedback)
-./course.sh test             # the test suite</code></pre>
-<p>Lectures run in FAST mode on a laptop (set <code>FAST = False</code> in a lecture's first cell,
-or build with <code>--full</code>, on a GPU). Students fill in <code>assignments/&lt;name&gt;/&lt;name&gt;.ipynb</code>;
-the visible tests are part of the grading, hidden tests try other inputs.</p>
-</body></html>
+<h2 id="run">Commands</h2>
+<pre><code>./course.sh build                         # execute every notebook, write the site and this page
+./course.sh build --only 02_sisa a02_sisa # rebuild a few notebooks (the table keeps the other rows)
+./course.sh grade a02_sisa SUBMISSIONS    # grade a folder of notebooks or zips (table, CSV, feedback)
+./course.sh test                          # the test suite
+sudo ./course.sh hub                      # a local JupyterHub for a class (docs/admin.md)</code></pre>
 """
-    out = html_dir / "index.html"
-    out.write_text(page, encoding="utf-8")
+    out = instructor_dir / "index.html"
+    out.write_text(_page(f"{title}: instructors' page", body), encoding="utf-8")
     return out
 
 

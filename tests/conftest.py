@@ -45,7 +45,7 @@ def params_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 #: Test files whose tests run for minutes (a notebook, an nbgrader batch): started first, so that with
 #: ``-n 2 --dist worksteal`` the two workers finish together instead of one idling behind the last
 #: long test. Only the order changes; nothing is skipped.
-_LONG_FIRST = ("test_full_path.py", "test_grading_suite.py", "test_grade.py", "test_notebooks.py",
+_LONG_FIRST = ("test_full_path.py", "test_grading_suite.py", "test_hub.py", "test_grade.py", "test_notebooks.py",
                "test_nbgrader.py", "test_grading_scratch.py")
 
 

@@ -1,5 +1,7 @@
 """The course site (build/html): built from a tiny synthetic course, checked in headless Chromium
-with the network off; and the clean build log (papermill parameters, no kernel warnings)."""
+with the network off; nothing for instructors on the students' index (their page is
+build/instructor/index.html); numbers and titles written one way; settings and claims tables whole;
+and the clean build log (papermill parameters, no kernel warnings)."""
 import importlib.util
 import json
 import logging
@@ -27,6 +29,20 @@ build_course = _load("build_course")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
+LONG_SETTING = ("digits ship with scikit-learn and train in seconds on a CPU, so a whole lecture runs in a "
+                "minute; full mode uses CIFAR-10 as the source does (its section 4.1)")
+LONG_CLAIM = ("the unlearned model is as close to Retrain on the forget set as on the test set, over every seed "
+              "and every forget set we tried in this lesson")
+
+# a lecture's settings table and claims table, as lectures write them (course_lib.claims)
+TABLES_CELL = f"""from IPython.display import display
+from course_lib import claims
+display(claims.settings_table([("data set", "digits", "CIFAR-10", "CIFAR-10 (Sec. 4.1)", {LONG_SETTING!r})]))
+table = claims.Claims("01_toys")
+table.not_testable(claims.Claim({LONG_CLAIM!r}, "000 Sec. 5", "the statement", "UA gap"), "needs the full data")
+display(table)"""
+
+
 def _lecture(title: str, figure: bool) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": KERNELSPEC})
     cells = [
@@ -41,27 +57,33 @@ def _lecture(title: str, figure: bool) -> nbformat.NotebookNode:
             "%matplotlib inline\nimport matplotlib.pyplot as plt\n"
             "from IPython.display import display\nfig, ax = plt.subplots(figsize=(3, 2))\n"
             "ax.plot([0, 1, 2], [SEED, 1, 4])\ndisplay(fig)\nplt.close(fig)\nprint('FAST is', FAST)"))
+        cells.append(nbformat.v4.new_code_cell(TABLES_CELL))
     else:
         cells.append(nbformat.v4.new_code_cell("print('FAST is', FAST, 'SEED is', SEED)"))
     nb.cells = cells
     return nb
 
 
-def _assignment(n: int) -> nbformat.NotebookNode:
+def _assignment(n: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": KERNELSPEC})
     nb.cells = [nbformat.v4.new_markdown_cell(f"# Assignment {n} · Toy things (1 point)\n\n## Part A (1 point)"),
                 nbformat.v4.new_code_cell("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()")]
     return nb
 
 
+FAILED = "FAILED: timeout after 5 s in cell 2 (def f(x):)"
+
+
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory):
-    """A course of two lessons (one with a figure), executed and rendered as `./course.sh build` does."""
+    """A course of two lessons (one with a figure, a settings and a claims table), executed and rendered
+    as `./course.sh build` does; one solution executed (rendered into build/instructor) and one failed.
+    The first assignment's heading writes its number "01", as a hand-written heading may."""
     root = tmp_path_factory.mktemp("course")
     (root / "notebooks").mkdir()
     nbformat.write(_lecture("01 · Toys: a tiny lesson with a figure", True), root / "notebooks" / "01_toys.ipynb")
     nbformat.write(_lecture("02 · More toys: a second lesson", False), root / "notebooks" / "02_more.ipynb")
-    for n, name in ((1, "a01_toys"), (2, "a02_more")):
+    for n, name in (("01", "a01_toys"), ("2", "a02_more")):
         for top in ("solutions", "assignments"):
             (root / top / name).mkdir(parents=True)
             nbformat.write(_assignment(n), root / top / name / f"{name}.ipynb")
@@ -74,6 +96,12 @@ def tiny_site(tmp_path_factory):
         build_course.to_html(out, build / "html" / f"{out.stem}.html", build / "html")
         rows.append({"kind": kind, "notebook": f"notebooks/{path.name}", "status": "ok", "seconds": 1.0,
                      "mode": "FAST", "date": "2025-01-01"})
+    solution = root / "solutions" / "a01_toys" / "a01_toys.ipynb"
+    build_course.to_html(solution, build / "instructor" / "a01_toys.html", build / "instructor")
+    rows += [{"kind": "solution", "notebook": "solutions/a01_toys/a01_toys.ipynb", "status": "ok", "seconds": 1.0,
+              "mode": "FAST", "date": "2025-01-01"},
+             {"kind": "solution", "notebook": "solutions/a02_more/a02_more.ipynb", "status": FAILED, "seconds": 5.0,
+              "mode": "FAST", "date": "2025-01-01"}]
     site_row = build_course.build_site(root, build, rows, "FAST", browser=False)
     return root, build / "html", site_row
 
@@ -84,7 +112,10 @@ def test_lessons_are_discovered_in_order_with_summaries(tiny_site):
     les = course_site.lessons(root)
     assert [(x.number, x.title, x.lecture) for x in les] == [("01", "Toys", "01_toys"), ("02", "More toys", "02_more")]
     assert les[0].summary == "a tiny lesson with a figure"
+    assert les[0].assignments == [("a01_toys", "Assignment 1 · Toy things (1 point)")]   # "01" written "1"
     assert les[1].assignments == [("a02_more", "Assignment 2 · Toy things (1 point)")]
+    assert [x.label for x in les] == ["1", "2"]
+    assert les[0].lecture_titles == {"01_toys": "Lecture 1 · Toys"}
 
 
 def test_index_links_lectures_assignments_and_the_build_table(tiny_site):
@@ -97,10 +128,93 @@ def test_index_links_lectures_assignments_and_the_build_table(tiny_site):
         assert h in hrefs, h
         assert (html_dir / h).exists(), h
     assert index.index("Toys") < index.index("More toys")
-    for text in ("notebooks/01_toys.ipynb", "FAST", "2025-01-01", "torch", "nbconvert", "./course.sh build",
-                 "./course.sh check"):
+    for text in ("FAST", "torch", "nbconvert", "./course.sh lab", "./course.sh check"):
         assert text in index, text
+    instructor = (html_dir.parent / "instructor" / "index.html").read_text()
+    for text in ("notebooks/01_toys.ipynb", "2025-01-01", "./course.sh build", "./course.sh grade"):
+        assert text in instructor, text
     assert site_row["status"] == "ok", site_row["problems"]
+
+
+def test_students_index_holds_nothing_for_instructors(tiny_site):
+    """No solutions, no failures, no build table, no instructors' commands on the students' index; they
+    are on the instructors' page (build/instructor/index.html, outside the site), which links the
+    executed solutions, lists the failure and links back to the students' index."""
+    _, html_dir, _ = tiny_site
+    index = (html_dir / "index.html").read_text()
+    for text in ("solution", "FAILED", "timeout", "instructor", 'id="build"', "./course.sh grade", "./course.sh build",
+                 "solutions/", "seconds"):
+        assert text not in index, text
+    instructor_dir = html_dir.parent / "instructor"
+    page = (instructor_dir / "index.html").read_text()
+    assert FAILED in page and "solutions/a02_more/a02_more.ipynb" in page
+    hrefs = re.findall(r'href="([^"]+)"', page)
+    assert "a01_toys.html" in hrefs and (instructor_dir / "a01_toys.html").exists()
+    assert "../html/index.html" in hrefs and (instructor_dir / "../html/index.html").exists()
+    assert "Assignment 2 · Toy things (1 point): solution not executed yet" in page
+    assert not list(html_dir.rglob("*instructor*"))
+
+
+def test_numbers_and_titles_are_written_one_way(tiny_site):
+    """"Lesson 1", "Lecture 1", "Assignment 1" everywhere on the index: never "01" beside "1"."""
+    _, html_dir, _ = tiny_site
+    index = (html_dir / "index.html").read_text()
+    for text in ("Lesson 1 · Toys", "Lesson 2 · More toys", ">Lecture 1 · Toys</a>", ">Lecture 2 · More toys</a>",
+                 ">Assignment 1 · Toy things (1 point)</a>", ">Assignment 2 · Toy things (1 point)</a>",
+                 "<td class='num'>1</td>", "<td class='num'>2</td>"):
+        assert text in index, text
+    table = index[index.index('id="lessons"'):index.index('id="run"')]
+    assert not re.search(r"\b0[12]\b", re.sub(r'href="[^"]*"', "", table)), "a number written with a leading 0"
+    assert course_site.number_label("00") == "0" and course_site.number_label("01b") == "1b"
+    assert course_site.page_title("05b · SalUn's controls: more", "05b_salun_controls") == "Lecture 5b · SalUn's controls: more"
+    assert course_site.page_title("Assignment 01 · Definitions (10 points)", "a01_definitions") == \
+        "Assignment 1 · Definitions (10 points)"
+    assert course_site.page_title("Toys", "a03_toys") == "Assignment 3 · Toys"
+
+
+def test_page_titles_name_the_lesson(tiny_site):
+    """Every page's <title> names its lesson (not the notebook's file name)."""
+    _, html_dir, _ = tiny_site
+
+    def title(page):
+        return re.search(r"<title>(.*?)</title>", page.read_text(), re.S).group(1).strip()
+
+    assert title(html_dir / "01_toys.html") == "Lecture 1 · Toys: a tiny lesson with a figure"
+    assert title(html_dir / "02_more.html") == "Lecture 2 · More toys: a second lesson"
+    assert title(html_dir / "assignments" / "a01_toys.html") == "Assignment 1 · Toy things (1 point)"
+    assert title(html_dir / "assignments" / "a02_more.html") == "Assignment 2 · Toy things (1 point)"
+    assert title(html_dir / "index.html") == "Machine unlearning: a course"
+
+
+def test_settings_and_claims_tables_are_whole(tiny_site):
+    """A lecture's settings table (claims.settings_table) and claims table (claims.Claims) reach the
+    page with every cell whole: no "..." of pandas' column-width limit."""
+    _, html_dir, _ = tiny_site
+    page = (html_dir / "01_toys.html").read_text()
+    import html as _html
+
+    text = _html.unescape(page)
+    assert LONG_SETTING in text and LONG_CLAIM in text
+    assert course_site.truncated_cells(page) == []
+    assert "cut off" not in (html_dir.parent / "instructor" / "index.html").read_text()
+
+
+def test_a_table_cut_off_by_pandas_is_reported_on_the_instructors_page(tmp_path):
+    """The check is not blind: a plain DataFrame with a long text cell (pandas cuts it at 50 characters)
+    is found in a page and listed on the instructors' page, never on the students' index."""
+    import pandas as pd
+
+    cut = pd.DataFrame({"why": [LONG_SETTING]})._repr_html_()
+    found = course_site.truncated_cells(cut)
+    assert len(found) == 1 and found[0].endswith("...") and LONG_SETTING.startswith(found[0][:-3]), found
+    whole = pd.DataFrame({"why": ["short"]})._repr_html_()
+    assert course_site.truncated_cells(whole) == []
+    html_dir = tmp_path / "html"
+    html_dir.mkdir()
+    (html_dir / "03_cut.html").write_text(f"<html><body>{cut}</body></html>")
+    course_site.write_index(html_dir, [], [], mode="FAST", versions={})
+    assert "03_cut.html: a table cell cut off" in (tmp_path / "instructor" / "index.html").read_text()
+    assert "cut off" not in (html_dir / "index.html").read_text()
 
 
 def test_pages_load_nothing_from_the_network(tiny_site):
@@ -206,4 +320,4 @@ def test_a_lesson_of_two_lectures_lists_and_links_both(tmp_path):
     html_dir.mkdir()
     (html_dir / "01_defs.html").write_text("<html></html>")
     index = course_site.write_index(html_dir, les, [], mode="FAST", versions={}).read_text()
-    assert 'href="01_defs.html"' in index and "01b_audit: not built yet" in index
+    assert 'href="01_defs.html"' in index and "Lecture 1b · Audit: not available yet" in index
