@@ -2,6 +2,7 @@
 functions, the budget refusal, failed runs counted as the original, the collapse rule, the checksummed
 cache, the leaderboard's ranks and files."""
 import csv
+import re
 import math
 import time
 
@@ -227,3 +228,15 @@ def test_the_baseline_table_is_cached_next_to_the_populations_with_its_epsilons(
     for k in first:
         assert again[k].final == first[k].final and np.array_equal(again[k].eps, first[k].eps)
     assert first["Retrain"].seconds == pytest.approx(5 * 0.5), "N Retrains at the build's timing"
+
+
+def test_pseudonyms_are_salted_per_class_and_stable_between_runs(tmp_path):
+    import hashlib
+    rows = challenge.leaderboard_rows({"ann": {"F": 0.1, "ra_ratio": 1.0, "ta_ratio": 1.0, "final": 0.1,
+                                               "seconds": 1.0, "status": "ok"}}, {})
+    page = challenge.write_leaderboard(rows, tmp_path / "a")["html"].read_text(encoding="utf-8")
+    again = challenge.write_leaderboard(rows, tmp_path / "a")["html"].read_text(encoding="utf-8")
+    other = challenge.write_leaderboard(rows, tmp_path / "b")["html"].read_text(encoding="utf-8")
+    plain = "student " + hashlib.sha256(b"ann").hexdigest()[:6]
+    alias = re.search(r"student [0-9a-f]{6}", page).group(0)
+    assert plain not in page and alias in again and alias not in other

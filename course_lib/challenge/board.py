@@ -46,8 +46,9 @@ def _fmt(v, digits: int = 3) -> str:
 
 def write_leaderboard(rows: list[dict], out_dir: Path, *, title: str = "a08_challenge", pseudonyms: bool = True) -> dict:
     """Write ``leaderboard.csv`` (every column, real names), ``leaderboard.png`` (final score per student,
-    baselines as lines) and ``feedback/leaderboard.html`` (for the class: students under pseudonyms
-    unless ``pseudonyms=False``) into ``out_dir``; the paths written."""
+    baselines as lines) and ``feedback/leaderboard.html`` (for the class: students under pseudonyms, a
+    salted hash of their id with a secret kept in ``out_dir/.pseudonym-salt``, unless ``pseudonyms=False``)
+    into ``out_dir``; the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "leaderboard.csv"
@@ -57,7 +58,12 @@ def write_leaderboard(rows: list[dict], out_dir: Path, *, title: str = "a08_chal
         for r in rows:
             w.writerow([_fmt(r[c], 4) if c not in ("rank", "seconds") else
                         (_fmt(r[c], 1) if c == "seconds" else r[c]) for c in COLUMNS])
-    alias = {r["name"]: (f"student {hashlib.sha256(r['name'].encode()).hexdigest()[:6]}"
+    salt_file = out_dir / ".pseudonym-salt"          # one secret per class: ids cannot be hashed to find a row
+    if not salt_file.exists():
+        import secrets
+        salt_file.write_text(secrets.token_hex(16), encoding="utf-8")
+    salt = salt_file.read_text(encoding="utf-8").strip()
+    alias = {r["name"]: (f"student {hashlib.sha256((salt + r['name']).encode()).hexdigest()[:6]}"
                          if pseudonyms and r["kind"] == "student" else r["name"]) for r in rows}
     png = out_dir / "leaderboard.png"
     _figure(rows, alias, png, title)
